@@ -1,0 +1,244 @@
+"""The metric catalogue: every metric this package exports, in one place.
+
+Read it top to bottom: name, help, labels, buckets and, for gauges, how worker
+processes combine under gunicorn (``multiprocess_mode``). The names and label sets are
+the contract with the alert rules and dashboards in ``deploy/`` (see DESIGN.md); change
+them only together.
+
+The metrics live in prometheus_client's default registry, one per process, on purpose:
+two Flask apps in one process (or one app created many times in tests) share these
+objects instead of failing with "Duplicated timeseries". Every label value that can come
+from a request passes through :mod:`flask_mpesa_monitor.tenancy` first, so the number of
+series stays bounded.
+
+Example::
+
+    from flask_mpesa_monitor import metrics
+    metrics.revenue_total.labels(organization="acme", currency="KES").inc(100)
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+registry = REGISTRY
+
+# Buckets. Few on purpose: scrape cost grows with buckets x series. The request and
+# Daraja buckets have boundaries at 1 s and 5 s because alerts ask for p95 above them.
+REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+API_BUCKETS = REQUEST_BUCKETS
+CALLBACK_DELAY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+DB_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+OUTCOMES = (
+    "success",
+    "customer_cancelled",
+    "customer_error",
+    "timeout",
+    "provider_error",
+    "system_error",
+    "pending",
+)
+
+# --- HTTP requests -------------------------------------------------------------------
+requests_total = Counter(
+    "mpesa_mcp_requests_total",
+    "HTTP requests served, by URL rule and organization.",
+    ["method", "endpoint", "status", "organization"],
+)
+request_duration_seconds = Histogram(
+    "mpesa_mcp_request_duration_seconds",
+    "HTTP request latency, by URL rule and organization.",
+    ["method", "endpoint", "organization"],
+    buckets=REQUEST_BUCKETS,
+)
+requests_in_progress = Gauge(
+    "mpesa_mcp_requests_in_progress",
+    "HTTP requests being served right now.",
+    multiprocess_mode="livesum",
+)
+active_connections = Gauge(
+    "mpesa_mcp_active_connections",
+    "Database pool connections, by state (in_use, idle).",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
+# --- Daraja (M-Pesa API) calls -------------------------------------------------------
+api_calls_total = Counter(
+    "mpesa_api_calls_total",
+    "Daraja API calls, by operation, organization and outcome class.",
+    ["operation", "organization", "outcome"],
+)
+api_duration_seconds = Histogram(
+    "mpesa_api_duration_seconds",
+    "Daraja API call latency.",
+    ["operation", "organization"],
+    buckets=API_BUCKETS,
+)
+token_refreshes_total = Counter(
+    "mpesa_token_refreshes_total",
+    "Daraja OAuth token refreshes, by result (success, failure).",
+    ["organization", "status"],
+)
+token_expiry_timestamp_seconds = Gauge(
+    "mpesa_token_expiry_timestamp_seconds",
+    "Unix time at which the organization's current Daraja token expires.",
+    ["organization"],
+    multiprocess_mode="livemax",
+)
+api_quota_limit = Gauge(
+    "mpesa_api_quota_limit",
+    "The organization's plan limit, in requests per minute.",
+    ["organization"],
+    multiprocess_mode="livemax",
+)
+
+# --- Transactions and STK push -------------------------------------------------------
+transactions_total = Counter(
+    "mpesa_transactions_total",
+    "Completed (or pending) M-Pesa transactions, by type and outcome class.",
+    ["organization", "type", "outcome"],
+)
+revenue_total = Counter(
+    "mpesa_revenue_total",
+    "Money collected through successful stk_push and c2b transactions.",
+    ["organization", "currency"],
+)
+stk_pushes_total = Counter(
+    "mpesa_stk_pushes_total",
+    "STK push requests accepted by Daraja.",
+    ["organization"],
+)
+stk_callback_delay_seconds = Histogram(
+    "mpesa_stk_callback_delay_seconds",
+    "Seconds from an STK push to its callback.",
+    ["organization"],
+    buckets=CALLBACK_DELAY_BUCKETS,
+)
+stk_pending = Gauge(
+    "mpesa_stk_pending",
+    "STK pushes waiting for their callback (per worker, summed).",
+    ["organization"],
+    multiprocess_mode="livesum",
+)
+stk_callbacks_missing_total = Counter(
+    "mpesa_stk_callbacks_missing_total",
+    "STK pushes whose callback did not arrive within the callback timeout.",
+    ["organization"],
+)
+rate_limit_hits_total = Counter(
+    "mpesa_rate_limit_hits_total",
+    "Requests refused by the app's rate limiter, by limit name.",
+    ["organization", "limit"],
+)
+
+# --- Security ------------------------------------------------------------------------
+auth_attempts_total = Counter(
+    "mpesa_auth_attempts_total",
+    "Authentication attempts, by result (success, failure).",
+    ["organization", "result"],
+)
+cross_tenant_attempts_total = Counter(
+    "mpesa_cross_tenant_attempts_total",
+    "Attempts to reach another organization's data (labelled with the caller's).",
+    ["organization"],
+)
+security_events_total = Counter(
+    "mpesa_security_events_total",
+    "Security events, by type and severity.",
+    ["event_type", "severity", "organization"],
+)
+suspicious_ips = Gauge(
+    "mpesa_suspicious_ips",
+    "Failed authentications in the last 15 minutes from IPs past the threshold.",
+    ["ip"],
+    multiprocess_mode="livemax",
+)
+audit_tampered_entries = Gauge(
+    "mpesa_audit_tampered_entries",
+    "Audit log entries that failed verification (set by the app's verifier).",
+    multiprocess_mode="livemax",
+)
+
+# --- Database and MCP tools ----------------------------------------------------------
+db_query_duration_seconds = Histogram(
+    "mpesa_db_query_duration_seconds",
+    "Database operation latency, by operation name.",
+    ["operation"],
+    buckets=DB_BUCKETS,
+)
+mcp_tool_calls_total = Counter(
+    "mpesa_mcp_tool_calls_total",
+    "MCP tool invocations, by tool, organization and outcome.",
+    ["tool", "organization", "outcome"],
+)
+mcp_tool_duration_seconds = Histogram(
+    "mpesa_mcp_tool_duration_seconds",
+    "MCP tool latency.",
+    ["tool"],
+    buckets=REQUEST_BUCKETS,
+)
+
+# --- Health, alerts, self-monitoring -------------------------------------------------
+health_check_status = Gauge(
+    "mpesa_health_check_status",
+    "Health check result: 1 healthy, 0.5 degraded, 0 unhealthy.",
+    ["check"],
+    multiprocess_mode="livemin",
+)
+health_check_duration_seconds = Gauge(
+    "mpesa_health_check_duration_seconds",
+    "Duration of the last run of each health check.",
+    ["check"],
+    multiprocess_mode="livemax",
+)
+alerts_sent_total = Counter(
+    "mpesa_alerts_sent_total",
+    "App-side alerts, by severity and result (sent, failed, dropped, logged).",
+    ["severity", "result"],
+)
+label_overflow_total = Counter(
+    "mpesa_label_overflow_total",
+    "Label values replaced by 'unknown' (invalid) or 'other' (past the bound).",
+    ["label"],
+)
+system_cpu_usage_ratio = Gauge(
+    "mpesa_system_cpu_usage_ratio",
+    "Host CPU usage, 0 to 1.",
+    multiprocess_mode="livemax",
+)
+system_memory_usage_ratio = Gauge(
+    "mpesa_system_memory_usage_ratio",
+    "Host memory usage, 0 to 1.",
+    multiprocess_mode="livemax",
+)
+system_disk_usage_ratio = Gauge(
+    "mpesa_system_disk_usage_ratio",
+    "Disk usage of the monitored path, 0 to 1.",
+    multiprocess_mode="livemax",
+)
+build_info = Gauge(
+    "mpesa_mcp_build_info",
+    "Always 1; the version label says which flask-mpesa-monitor runs.",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+
+#: Every metric of the catalogue by exposition name (counters without ``_total``
+#: removed: the name as it appears in PromQL). Used by tests and dashboard checks.
+CATALOGUE: dict[str, object] = {
+    m._name + ("_total" if m._type == "counter" else ""): m  # type: ignore[attr-defined]
+    for m in (
+        requests_total, request_duration_seconds, requests_in_progress, active_connections,
+        api_calls_total, api_duration_seconds, token_refreshes_total,
+        token_expiry_timestamp_seconds, api_quota_limit, transactions_total, revenue_total,
+        stk_pushes_total, stk_callback_delay_seconds, stk_pending,
+        stk_callbacks_missing_total, rate_limit_hits_total, auth_attempts_total,
+        cross_tenant_attempts_total, security_events_total, suspicious_ips,
+        audit_tampered_entries, db_query_duration_seconds, mcp_tool_calls_total,
+        mcp_tool_duration_seconds, health_check_status, health_check_duration_seconds,
+        alerts_sent_total, label_overflow_total, system_cpu_usage_ratio,
+        system_memory_usage_ratio, system_disk_usage_ratio, build_info,
+    )
+}
