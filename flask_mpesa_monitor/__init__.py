@@ -1,0 +1,25 @@
+"""flask-mpesa-monitor: monitoring and alerting for multi-tenant M-Pesa Flask servers.
+
+>>> from flask import Flask
+>>> from flask_mpesa_monitor import MPesaMonitor
+>>> monitor = MPesaMonitor(Flask(__name__))
+"""
+
+from . import metrics
+from ._version import __version__
+from .alerts import AlertLevel
+from .extension import MPesaMonitor
+from .instrument import monitor_database_operation, monitor_mcp_tool, monitor_mpesa_operation
+from .transactions import CallbackResult, InvalidCallback
+
+__all__ = [
+    "AlertLevel",
+    "CallbackResult",
+    "InvalidCallback",
+    "MPesaMonitor",
+    "__version__",
+    "metrics",
+    "monitor_database_operation",
+    "monitor_mcp_tool",
+    "monitor_mpesa_operation",
+]
