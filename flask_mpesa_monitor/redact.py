@@ -19,7 +19,7 @@ from typing import Any
 # Kenyan mobile numbers in the shapes Daraja and users write them: 2547XXXXXXXX,
 # 2541XXXXXXXX, +254..., 07XXXXXXXX, 01XXXXXXXX; plus any other long run of digits that
 # looks like an international number (9-15 digits, optional +).
-PHONE_RE = re.compile(r"(?<![\w.])(\+?254[17]\d{8}|0[17]\d{8}|\+\d{9,15})(?![\w.])")
+PHONE_RE = re.compile(r"(?<![\w.+])(\+?254[17]\d{8}|0[17]\d{8}|\+\d{9,15})(?!\w)")
 
 SECRET_KEYS = re.compile(
     r"pass(word|key)?|secret|token|api[_-]?key|authorization|credential|pin\b|dsn|"

@@ -1,0 +1,124 @@
+import time
+
+import pytest
+from flask import Flask
+
+from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
+
+from metric_values import Delta, value
+
+
+def callback(checkout, code, amount=None, receipt="NLJ7RT61SV", phone=254708374149):
+    stk = {"MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout,
+           "ResultCode": code, "ResultDesc": "desc"}
+    if amount is not None:
+        stk["CallbackMetadata"] = {"Item": [
+            {"Name": "Amount", "Value": amount},
+            {"Name": "MpesaReceiptNumber", "Value": receipt},
+            {"Name": "TransactionDate", "Value": 20191219102115},
+            {"Name": "PhoneNumber", "Value": phone},
+        ]}
+    return {"Body": {"stkCallback": stk}}
+
+
+@pytest.fixture
+def monitor():
+    app = Flask(__name__)
+    app.config["MPESA_MONITOR_STK_CALLBACK_TIMEOUT"] = 60
+    app.config["MPESA_MONITOR_MAX_PENDING_STK"] = 5
+    return MPesaMonitor(app)
+
+
+def test_stk_push_then_successful_callback(monitor):
+    pushes = Delta("mpesa_stk_pushes_total", organization="acme")
+    ok = Delta("mpesa_transactions_total", organization="acme", type="stk_push", outcome="success")
+    revenue = Delta("mpesa_revenue_total", organization="acme", currency="KES")
+    delays = Delta("mpesa_stk_callback_delay_seconds_count", organization="acme")
+    pending = value("mpesa_stk_pending", organization="acme")
+    monitor.record_stk_push("acme", "ws_CO_1", 150)
+    assert value("mpesa_stk_pending", organization="acme") == pending + 1
+    result = monitor.record_stk_callback(callback("ws_CO_1", 0, amount=150.0), "acme")
+    assert result.outcome == "success" and result.amount == 150.0 and not result.duplicate
+    assert result.delay_seconds is not None and result.delay_seconds >= 0
+    assert pushes.change() == 1 and ok.change() == 1 and revenue.change() == 150.0 and delays.change() == 1
+    assert value("mpesa_stk_pending", organization="acme") == pending
+
+
+def test_stk_callback_delay_from_initiated_at(monitor):
+    bucket = Delta("mpesa_stk_callback_delay_seconds_bucket", organization="jambo", le="30.0")
+    below = Delta("mpesa_stk_callback_delay_seconds_bucket", organization="jambo", le="20.0")
+    monitor.record_stk_callback(callback("ws_CO_delay", 0, amount=1), "jambo", initiated_at=time.time() - 25)
+    assert bucket.change() == 1 and below.change() == 0
+
+
+def test_duplicate_callback_counted_once(monitor):
+    ok = Delta("mpesa_transactions_total", organization="acme", type="stk_push", outcome="success")
+    revenue = Delta("mpesa_revenue_total", organization="acme", currency="KES")
+    first = monitor.record_stk_callback(callback("ws_CO_dup", 0, amount=10), "acme")
+    second = monitor.record_stk_callback(callback("ws_CO_dup", 0, amount=10), "acme")
+    assert not first.duplicate and second.duplicate
+    assert ok.change() == 1 and revenue.change() == 10
+
+
+@pytest.mark.parametrize("code, outcome", [(1032, "customer_cancelled"), ("1", "customer_error"),
+                                           (1037, "timeout"), (1025, "provider_error")])
+def test_failed_callback_counts_outcome_and_no_revenue(monitor, code, outcome):
+    count = Delta("mpesa_transactions_total", organization="duka", type="stk_push", outcome=outcome)
+    revenue = Delta("mpesa_revenue_total", organization="duka", currency="KES")
+    monitor.record_stk_callback(callback(f"ws_CO_{code}", code, amount=99), "duka")
+    assert count.change() == 1 and revenue.change() == 0
+
+
+@pytest.mark.parametrize(
+    "payload, missing",
+    [
+        ("not json", "Body.stkCallback"),
+        ({}, "Body"),
+        ({"Body": {}}, "Body.stkCallback"),
+        ({"Body": {"stkCallback": {"ResultCode": 0}}}, "CheckoutRequestID"),
+        ({"Body": {"stkCallback": {"CheckoutRequestID": "x"}}}, "ResultCode"),
+    ],
+)
+def test_malformed_callback_raises_and_counts_security_event(monitor, payload, missing):
+    event = Delta("mpesa_security_events_total", event_type="invalid_callback", severity="medium",
+                  organization="acme")
+    with pytest.raises(InvalidCallback, match=missing):
+        monitor.record_stk_callback(payload, "acme")
+    assert event.change() == 1
+
+
+def test_pending_push_past_timeout_counts_missing_once(monitor):
+    state = monitor._state()
+    missing = Delta("mpesa_stk_callbacks_missing_total", organization="safari")
+    monitor.record_stk_push("safari", "ws_CO_lost", 5)
+    assert state.transactions.expire(now=time.time() + 30) == 0
+    assert state.transactions.expire(now=time.time() + 61) == 1
+    assert state.transactions.expire(now=time.time() + 200) == 0
+    assert missing.change() == 1
+
+
+def test_pending_table_is_bounded(monitor):
+    missing = Delta("mpesa_stk_callbacks_missing_total", organization="bounded")
+    for i in range(8):
+        monitor.record_stk_push("bounded", f"ws_CO_b{i}", 1)
+    assert monitor._state().transactions.pending_count() == 5
+    assert missing.change() == 3
+
+
+def test_record_transaction_revenue_only_for_collections(monitor):
+    c2b = Delta("mpesa_revenue_total", organization="acme", currency="KES")
+    b2c = Delta("mpesa_transactions_total", organization="acme", type="b2c", outcome="success")
+    assert monitor.record_transaction("acme", "c2b", outcome="success", amount=500) == "success"
+    assert monitor.record_transaction("acme", "b2c", result_code=0, amount=10_000) == "success"
+    assert monitor.record_transaction("acme", "b2c", result_code=2001) == "system_error"
+    assert c2b.change() == 500 and b2c.change() == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({}, "outcome or a result_code"), ({"outcome": "great"}, "Unknown outcome"),
+     ({"outcome": "success", "amount": -5}, "negative"), ({"outcome": "success", "currency": "shillings"}, "ISO 4217")],
+)
+def test_record_transaction_bad_input(monitor, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        monitor.record_transaction("acme", "c2b", **kwargs)
