@@ -10,14 +10,13 @@ callbacks is computed from counters that add up across workers, not from this ta
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger
+from .stk_store import Completion, PendingStore, Push, default_store
 
 log = get_logger(__name__)
 
@@ -39,13 +38,6 @@ class CallbackResult:
     amount: float
     duplicate: bool = False
     delay_seconds: float | None = None
-
-
-@dataclass
-class _Pending:
-    organization: str
-    started: float  # time.time() of the push
-    amount: float
 
 
 def _parse_callback(payload: Any) -> tuple[Mapping[str, Any], str, str]:
@@ -90,12 +82,10 @@ class TransactionTracker:
         max_pending: int = 10000,
         on_transaction: Callable[[str, str, str, float, str], None] | None = None,
         on_invalid_callback: Callable[[str], None] | None = None,
+        store: PendingStore | None = None,
     ) -> None:
         self.callback_timeout = callback_timeout
-        self.max_pending = max_pending
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._completed: OrderedDict[str, CallbackResult] = OrderedDict()
-        self._lock = threading.Lock()
+        self.store = store if store is not None else default_store(max_pending)
         self._on_transaction = on_transaction
         self._on_invalid_callback = on_invalid_callback
 
@@ -106,17 +96,9 @@ class TransactionTracker:
         metrics.stk_pushes_total.labels(org).inc()
         if not checkout_request_id:
             return
-        evicted: list[_Pending] = []
-        with self._lock:
-            if checkout_request_id in self._pending or checkout_request_id in self._completed:
-                return
-            self._pending[checkout_request_id] = _Pending(org, time.time(), float(amount or 0))
-            while len(self._pending) > self.max_pending:
-                evicted.append(self._pending.popitem(last=False)[1])
+        evicted = self.store.add(str(checkout_request_id), Push(org, time.time(), float(amount or 0)))
         metrics.stk_pending.labels(org).inc()
-        for push in evicted:  # the table is full: the oldest push will never be matched
-            metrics.stk_callbacks_missing_total.labels(push.organization).inc()
-            metrics.stk_pending.labels(push.organization).dec()
+        self._missing(evicted)  # the table is full: the oldest pushes will never be matched
         self.expire()
 
     def record_stk_callback(
@@ -126,7 +108,8 @@ class TransactionTracker:
 
         Raises :class:`InvalidCallback` (and counts a security event ``invalid_callback``)
         when the payload is not a Daraja STK callback. A second callback with the same
-        CheckoutRequestID is not counted again (``duplicate=True``).
+        CheckoutRequestID is not counted again (``duplicate=True``), whichever worker
+        received the first.
         """
         try:
             callback, checkout, code = _parse_callback(payload)
@@ -135,50 +118,38 @@ class TransactionTracker:
                 self._on_invalid_callback(str(organization) if organization is not None else "")
             log.warning("invalid STK callback rejected: %s", exc)
             raise
-        now = time.time()
-        with self._lock:
-            previous = self._completed.get(checkout)
-            if previous is not None:
-                return CallbackResult(checkout, previous.outcome, previous.result_code,
-                                      previous.amount, duplicate=True)
-            pending = self._pending.pop(checkout, None)
-            outcome = daraja.classify_result_code(code, "stk_push")
-            amount = _amount(callback) if outcome == daraja.SUCCESS else 0.0
-            started = initiated_at if initiated_at is not None else (pending.started if pending else None)
-            delay = max(0.0, now - started) if started is not None else None
-            result = CallbackResult(checkout, outcome, code, amount, delay_seconds=delay)
-            self._completed[checkout] = result
-            while len(self._completed) > self.max_pending:
-                self._completed.popitem(last=False)
+        outcome = daraja.classify_result_code(code, "stk_push")
+        amount = _amount(callback) if outcome == daraja.SUCCESS else 0.0
+        previous, push = self.store.complete(checkout, Completion(outcome, code, amount))
+        if previous is not None:
+            return CallbackResult(checkout, previous.outcome, previous.result_code, previous.amount, duplicate=True)
+        started = initiated_at if initiated_at is not None else (push.started if push else None)
+        delay = max(0.0, time.time() - started) if started is not None else None
         org = tenancy.organizations(organization if organization is not None else
-                                    (pending.organization if pending else None))
-        if pending is not None:
-            metrics.stk_pending.labels(pending.organization).dec()
+                                    (push.organization if push else None))
+        if push is not None:
+            metrics.stk_pending.labels(push.organization).dec()
         if delay is not None:
             metrics.stk_callback_delay_seconds.labels(org).observe(delay)
         self._count(org, "stk_push", outcome, amount, "KES")
         self.expire()
-        return result
+        return CallbackResult(checkout, outcome, code, amount, delay_seconds=delay)
 
     def expire(self, now: float | None = None) -> int:
         """Count pushes pending past the callback timeout as missing (once each)."""
         now = time.time() if now is None else now
-        deadline = now - self.callback_timeout
-        expired: list[_Pending] = []
-        with self._lock:
-            while self._pending:
-                checkout, push = next(iter(self._pending.items()))
-                if push.started > deadline:
-                    break
-                del self._pending[checkout]
-                expired.append(push)
-        for push in expired:
-            metrics.stk_callbacks_missing_total.labels(push.organization).inc()
-            metrics.stk_pending.labels(push.organization).dec()
+        expired = self.store.expire(now - self.callback_timeout)
+        self._missing(expired)
         return len(expired)
 
+    @staticmethod
+    def _missing(pushes: list[Push]) -> None:
+        for push in pushes:
+            metrics.stk_callbacks_missing_total.labels(push.organization).inc()
+            metrics.stk_pending.labels(push.organization).dec()
+
     def pending_count(self) -> int:
-        return len(self._pending)
+        return self.store.pending_count()
 
     # --- Other flows --------------------------------------------------------------
     def record_transaction(

@@ -122,3 +122,44 @@ def test_record_transaction_revenue_only_for_collections(monitor):
 def test_record_transaction_bad_input(monitor, kwargs, message):
     with pytest.raises(ValueError, match=message):
         monitor.record_transaction("acme", "c2b", **kwargs)
+
+
+def _tracker(path, timeout=60.0):
+    from flask_mpesa_monitor.stk_store import SQLitePendingStore
+    from flask_mpesa_monitor.transactions import TransactionTracker
+
+    return TransactionTracker(timeout, store=SQLitePendingStore(str(path), max_pending=100))
+
+
+def test_shared_store_matches_callback_in_another_worker(tmp_path):
+    """Two gunicorn workers: one sends the push, the other receives the callback, twice."""
+    worker_a, worker_b = _tracker(tmp_path / "stk.sqlite"), _tracker(tmp_path / "stk.sqlite")
+    ok = Delta("mpesa_transactions_total", organization="shared", type="stk_push", outcome="success")
+    revenue = Delta("mpesa_revenue_total", organization="shared", currency="KES")
+    missing = Delta("mpesa_stk_callbacks_missing_total", organization="shared")
+    delays = Delta("mpesa_stk_callback_delay_seconds_count", organization="shared")
+    worker_a.record_stk_push("shared", "ws_CO_shared", 70)
+    assert worker_b.pending_count() == 1
+    first = worker_b.record_stk_callback(callback("ws_CO_shared", 0, amount=70), "shared")
+    again = worker_a.record_stk_callback(callback("ws_CO_shared", 0, amount=70), "shared")
+    assert not first.duplicate and again.duplicate and first.delay_seconds is not None
+    assert worker_a.expire(now=time.time() + 3600) == 0
+    assert ok.change() == 1 and revenue.change() == 70 and missing.change() == 0 and delays.change() == 1
+
+
+def test_shared_store_expires_a_push_once(tmp_path):
+    worker_a, worker_b = _tracker(tmp_path / "stk.sqlite"), _tracker(tmp_path / "stk.sqlite")
+    missing = Delta("mpesa_stk_callbacks_missing_total", organization="shared-lost")
+    worker_a.record_stk_push("shared-lost", "ws_CO_lost_shared", 1)
+    later = time.time() + 61
+    assert worker_b.expire(now=later) + worker_a.expire(now=later) == 1
+    assert missing.change() == 1
+
+
+def test_default_store_is_shared_when_metrics_are_multiprocess(tmp_path, monkeypatch):
+    from flask_mpesa_monitor.stk_store import MemoryPendingStore, SQLitePendingStore, default_store
+
+    assert isinstance(default_store(10), MemoryPendingStore)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    store = default_store(10)
+    assert isinstance(store, SQLitePendingStore) and not store.path.endswith(".db")
