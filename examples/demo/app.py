@@ -1,0 +1,174 @@
+"""A multi-tenant M-Pesa payments app using flask-mpesa-monitor: the integration guide in code.
+
+Endpoints::
+
+    POST /login                    {"username", "password", "organization"} -> {"token"}
+    POST /orgs/<org_id>/stk-push   {"phone", "amount"}       bearer token of that organization
+    GET  /orgs/<org_id>/transactions                         bearer token of that organization
+    GET  /orgs/<org_id>/balance                              bearer token of that organization
+    POST /mpesa/callback/<org_id>  Daraja's STK callback
+
+Settings come from the environment: ``DATABASE_URL`` (default SQLite in the working
+directory), ``DARAJA_BASE_URL`` (the simulator), ``DEMO_PUBLIC_URL`` (where Daraja posts
+callbacks), ``DEMO_ORGANIZATIONS`` (``acme,jambo,duka,safari``), ``DEMO_PASSWORD``,
+``DEMO_RATE_LIMIT`` (requests per minute per organization) and ``DEMO_RATE_LIMITS``
+(``duka=5,acme=200``), plus any ``MPESA_MONITOR_*`` setting of the extension.
+
+Run::
+
+    gunicorn -c examples/demo/gunicorn_conf.py 'examples.demo.app:create_app()'
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from flask import Flask, abort, g, jsonify, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
+
+from .daraja_client import Credentials, DarajaClient
+from .store import Store
+
+monitor = MPesaMonitor()
+
+
+class RateLimiter:
+    """Requests per minute per organization, in fixed one-minute windows (per worker)."""
+
+    def __init__(self, default: int, overrides: dict[str, int]) -> None:
+        self.default, self.overrides = default, overrides
+        self._windows: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
+        self._lock = threading.Lock()
+
+    def limit_of(self, org: str) -> int:
+        return self.overrides.get(org, self.default)
+
+    def allow(self, org: str) -> bool:
+        minute = int(time.time() // 60)
+        with self._lock:
+            window, count = self._windows[org]
+            count = count + 1 if window == minute else 1
+            self._windows[org] = (minute, count)
+        return count <= self.limit_of(org)
+
+
+def _limits(text: str) -> dict[str, int]:
+    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
+    return {org.strip(): int(limit) for org, limit in pairs}
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    env = os.environ
+    app.config.update(
+        SECRET_KEY=env.get("DEMO_SECRET_KEY", "demo-only-secret"),
+        DATABASE_URL=env.get("DATABASE_URL", "sqlite:///" + os.path.abspath("demo.sqlite3")),
+        DARAJA_BASE_URL=env.get("DARAJA_BASE_URL", "http://127.0.0.1:8081"),
+        DEMO_PUBLIC_URL=env.get("DEMO_PUBLIC_URL", "http://127.0.0.1:8000"),
+        DEMO_ORGANIZATIONS=env.get("DEMO_ORGANIZATIONS", "acme,jambo,duka,safari").split(","),
+        DEMO_PASSWORD=env.get("DEMO_PASSWORD", "demo-password"),
+        DEMO_RATE_LIMIT=int(env.get("DEMO_RATE_LIMIT", "600")),
+        DEMO_RATE_LIMITS=_limits(env.get("DEMO_RATE_LIMITS", "")),
+    )
+    # Every MPESA_MONITOR_* variable of the environment is a setting of the extension.
+    app.config.update({key: value for key, value in env.items() if key.startswith("MPESA_MONITOR_")})
+    app.config.setdefault("MPESA_MONITOR_DATABASE_URL", app.config["DATABASE_URL"])
+    app.config.update(config or {})
+
+    monitor.init_app(app)
+    store = Store(app.config["DATABASE_URL"])
+    try:
+        store.create_schema()
+    except Exception:  # the database may be down at start: /health/detailed will say so
+        app.logger.exception("could not create the schema")
+    organizations = app.config["DEMO_ORGANIZATIONS"]
+    daraja = DarajaClient(app.config["DARAJA_BASE_URL"], {
+        org: Credentials(f"{org}-consumer-key", f"{org}-consumer-secret") for org in organizations})
+    limiter = RateLimiter(app.config["DEMO_RATE_LIMIT"], app.config["DEMO_RATE_LIMITS"])
+    for org in organizations:
+        monitor.set_api_limit(org, limiter.limit_of(org))
+    tokens = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="demo-login")
+
+    @monitor.organization_resolver
+    def organization_of_caller() -> str | None:
+        # The logged-in user's organization, not the one in the URL: a cross-tenant
+        # attempt is then counted against the organization that made it.
+        return g.get("user_org")
+
+    @app.before_request
+    def authenticate() -> None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            try:
+                g.user_org = tokens.loads(header[7:], max_age=3600)["org"]
+            except BadSignature:
+                abort(401)
+
+    def authorize(org_id: str) -> None:
+        user_org = g.get("user_org")
+        if user_org is None:
+            abort(401)
+        if not monitor.verify_tenant_isolation(user_org, org_id):
+            abort(403)
+        if not limiter.allow(org_id):
+            monitor.record_rate_limit_hit(org_id, "per_minute")
+            abort(429)
+
+    @app.post("/login")
+    def login():
+        body = request.get_json(silent=True) or {}
+        org = str(body.get("organization", ""))
+        ok = (org in organizations and body.get("username") == "demo"
+              and hmac.compare_digest(str(body.get("password", "")), app.config["DEMO_PASSWORD"]))
+        monitor.record_auth_attempt(org if org in organizations else None, ok, ip=request.remote_addr)
+        if not ok:
+            return jsonify(error="invalid credentials"), 401
+        return jsonify(token=tokens.dumps({"org": org}))
+
+    @app.post("/orgs/<org_id>/stk-push")
+    def stk_push(org_id: str):
+        authorize(org_id)
+        body = request.get_json(silent=True) or {}
+        phone, amount = str(body.get("phone", "")), body.get("amount")
+        if not isinstance(amount, int) or amount <= 0 or not phone.isdigit():
+            return jsonify(error="phone (digits) and amount (positive integer) are required"), 400
+        callback_url = f"{app.config['DEMO_PUBLIC_URL']}/mpesa/callback/{org_id}"
+        try:
+            ack = daraja.stk_push(org_id, phone, amount, callback_url)
+        except Exception as exc:  # classified and counted by the decorator
+            return jsonify(error="M-Pesa is not available", detail=type(exc).__name__), 502
+        checkout = ack["CheckoutRequestID"]
+        monitor.record_stk_push(org_id, checkout, amount)
+        store.add_pending(checkout, org_id, amount)
+        return jsonify(checkout_request_id=checkout, status="pending"), 202
+
+    @app.post("/mpesa/callback/<org_id>")
+    def stk_callback(org_id: str):
+        if org_id not in organizations:
+            abort(404)
+        try:
+            result = monitor.record_stk_callback(request.get_json(silent=True), org_id)
+        except InvalidCallback as exc:
+            return jsonify(ResultCode=1, ResultDesc=str(exc)), 400
+        if not result.duplicate:
+            store.complete(result.checkout_request_id, result.outcome, result.result_code)
+        return jsonify(ResultCode=0, ResultDesc="Accepted")
+
+    @app.get("/orgs/<org_id>/transactions")
+    def transactions(org_id: str):
+        authorize(org_id)
+        return jsonify(transactions=store.transactions(org_id))
+
+    @app.get("/orgs/<org_id>/balance")
+    def balance(org_id: str):
+        authorize(org_id)
+        return jsonify(organization=org_id, balance=store.balance(org_id), currency="KES")
+
+    return app
