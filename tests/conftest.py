@@ -1,0 +1,179 @@
+"""Shared fixtures: real servers on 127.0.0.1, started by the tests and always stopped.
+
+The launchers live in examples/demo/servers.py (the local demo stack uses them too).
+Server fixtures:
+
+- ``postgres`` (session): one PostgreSQL cluster for the whole run, with database and
+  password user ``mpesa`` (``postgres.dsn``). A test may stop it mid-test; it is
+  started again after that test whatever happened (see ``_postgres_back_up``).
+- ``fresh_database`` (function): the DSN of a new, empty database on that cluster,
+  dropped afterwards.
+- ``prometheus_factory`` / ``alertmanager_factory`` / ``gunicorn_factory`` (function):
+  call with a config (or app) to get a started server; all are stopped at teardown.
+- ``http_recorder`` (function): factory of RecordingHTTPServer (fake Slack, SMS, Daraja).
+- ``smtp_sink``, ``hanging_tcp`` (function): an SMTP sink and a TCP server that never
+  answers.
+
+This module does not import flask_mpesa_monitor: fixtures for the extension live with
+the tests that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.demo.servers import (
+    AlertmanagerServer,
+    GunicornServer,
+    HangingTCPServer,
+    PostgresServer,
+    PrometheusServer,
+    RecordingHTTPServer,
+    SMTPSink,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_postgres: PostgresServer | None = None
+
+
+def _cleanup_all(servers: list[Any]) -> None:
+    """Stop every server, newest first; raise the first failure after trying them all."""
+    errors: list[BaseException] = []
+    for server in reversed(servers):
+        try:
+            server.cleanup() if hasattr(server, "cleanup") else server.stop()
+        except Exception as exc:  # keep stopping the others
+            errors.append(exc)
+    servers.clear()
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL 15 cluster for the whole session (initdb about 1 s, once)."""
+    global _postgres
+    server = PostgresServer()
+    try:
+        server.start()
+        _postgres = server
+        yield server
+    finally:
+        _postgres = None
+        server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_back_up() -> Iterator[None]:
+    """After each test, start the session PostgreSQL again if the test left it stopped,
+    so that one failing stop/start test does not fail every test after it."""
+    yield
+    if _postgres is not None and not _postgres.running:
+        _postgres.start()
+
+
+@pytest.fixture
+def fresh_database(postgres: PostgresServer) -> Iterator[str]:
+    """DSN of a new empty database owned by the password user; dropped after the test."""
+    postgres.start()  # no-op when running
+    dsn = postgres.create_database()
+    name = dsn.rsplit("/", 1)[1]
+    try:
+        yield dsn
+    finally:
+        postgres.start()
+        postgres.drop_database(name)
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrometheusServer]]:
+    """``prometheus_factory(config, rule_files=..., port=..., extra_args=...)`` -> started
+    PrometheusServer; every one is stopped at teardown. Logs stay in pytest's tmp dir."""
+    started: list[PrometheusServer] = []
+
+    def make(config: Any, **kwargs: Any) -> PrometheusServer:
+        kwargs.setdefault("base_dir", tmp_path_factory.mktemp("prometheus"))
+        server = PrometheusServer(config, **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        _cleanup_all(started)
+
+
+@pytest.fixture
+def alertmanager_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., AlertmanagerServer]]:
+    """``alertmanager_factory(config, port=..., extra_args=...)`` -> started
+    AlertmanagerServer; every one is stopped at teardown."""
+    started: list[AlertmanagerServer] = []
+
+    def make(config: Any, **kwargs: Any) -> AlertmanagerServer:
+        kwargs.setdefault("base_dir", tmp_path_factory.mktemp("alertmanager"))
+        server = AlertmanagerServer(config, **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        _cleanup_all(started)
+
+
+@pytest.fixture
+def gunicorn_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GunicornServer]]:
+    """``gunicorn_factory("module:app", workers=2, env=..., multiproc_dir=...)`` ->
+    started GunicornServer (cwd: the repository root); stopped at teardown."""
+    started: list[GunicornServer] = []
+
+    def make(app_spec: str, **kwargs: Any) -> GunicornServer:
+        kwargs.setdefault("base_dir", tmp_path_factory.mktemp("gunicorn"))
+        kwargs.setdefault("cwd", REPO_ROOT)
+        server = GunicornServer(app_spec, **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        _cleanup_all(started)
+
+
+@pytest.fixture
+def http_recorder() -> Iterator[Callable[..., RecordingHTTPServer]]:
+    """``http_recorder(default_status=200, default_body="ok")`` -> started
+    RecordingHTTPServer; call it once per fake service; all stopped at teardown."""
+    started: list[RecordingHTTPServer] = []
+
+    def make(**kwargs: Any) -> RecordingHTTPServer:
+        server = RecordingHTTPServer(**kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        _cleanup_all(started)
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SMTPSink]:
+    """A started SMTPSink (``.host``, ``.port``, ``.wait_for(n)``, ``.messages``)."""
+    with SMTPSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def hanging_tcp() -> Iterator[HangingTCPServer]:
+    """A started HangingTCPServer (``.port``, ``.dsn``): accepts, never answers."""
+    with HangingTCPServer() as server:
+        yield server
