@@ -7,7 +7,8 @@ Why each piece:
   multiprocess mode writes them to files in PROMETHEUS_MULTIPROC_DIR, and /metrics adds
   them up. The directory must start empty: files of a previous run would be counted
   again. ``on_starting`` (in the master, before any worker) removes the old ``*.db``
-  files, and only those, so a mistyped path never loses anything else.
+  files and the extension's shared tables (``mpesa_monitor_*.sqlite``), and only those,
+  so a mistyped path never loses anything else.
 - When a worker exits (restart, crash, max_requests), its "live" gauges (in-progress
   requests, health status) must stop counting: ``child_exit`` (in the master) calls
   ``mark_process_dead``. Counters and histograms of dead workers are kept, so totals
@@ -43,8 +44,9 @@ def on_starting(server: Any) -> None:
     if directory is None:
         return
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink(missing_ok=True)
+    for pattern in ("*.db", "mpesa_monitor_*.sqlite*"):  # metric files; shared STK/summary tables
+        for stale in directory.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:
