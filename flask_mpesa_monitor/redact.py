@@ -19,7 +19,13 @@ from typing import Any
 # Kenyan mobile numbers in the shapes Daraja and users write them: 2547XXXXXXXX,
 # 2541XXXXXXXX, +254..., 07XXXXXXXX, 01XXXXXXXX; plus any other long run of digits that
 # looks like an international number (9-15 digits, optional +).
-PHONE_RE = re.compile(r"(?<![\w.+])(\+?254[17]\d{8}|0[17]\d{8}|\+\d{9,15})(?!\w)")
+PHONE_RE = re.compile(
+    r"(?<![\w.+])(\+?254[17]\d{8}|0[17]\d{8}|\+\d(?:[ -]?\d){8,14})(?![\w])"
+)
+
+#: Broader: any run of 9-15 digits (optional +, spaces or dashes between). For text that
+#: holds nothing but phone-like numbers to hide, such as the SMS relay's log lines.
+ANY_PHONE_RE = re.compile(r"(?<![\w.])\+?\d(?:[ -]?\d){8,14}(?![\w.])")
 
 SECRET_KEYS = re.compile(
     r"pass(word|key)?|secret|token|api[_-]?key|authorization|credential|pin\b|dsn|"
@@ -33,18 +39,23 @@ _URL_PASSWORD_RE = re.compile(r"(\w+://[^:/@\s]+:)[^@\s]+(@)")
 
 
 def mask_phone(number: str) -> str:
-    """Mask one phone number, keeping its prefix and last two digits (``2547******89``)."""
-    digits = number.lstrip("+")
+    """Mask one phone number, keeping its prefix and last two digits (``2547******89``).
+
+    Separators are dropped (``+44 7700 900123`` -> ``+44*******23``).
+    """
+    plus = "+" if number.startswith("+") else ""
+    digits = re.sub(r"\D", "", number)
+    if len(digits) <= 6:
+        return plus + "*" * len(digits)
     keep = 4 if digits.startswith("254") else 2
-    keep += len(number) - len(digits)
-    return number[:keep] + "*" * (len(number) - keep - 2) + number[-2:]
+    return plus + digits[:keep] + "*" * (len(digits) - keep - 2) + digits[-2:]
 
 
-def mask_phones(text: str) -> str:
+def mask_phones(text: str, pattern: re.Pattern[str] = PHONE_RE) -> str:
     """Mask every phone number in ``text``; also hide passwords inside URLs/DSNs."""
     if not text:
         return text
-    text = PHONE_RE.sub(lambda match: mask_phone(match.group(0)), text)
+    text = pattern.sub(lambda match: mask_phone(match.group(0)), text)
     return _URL_PASSWORD_RE.sub(r"\1***\2", text)
 
 
@@ -77,18 +88,22 @@ def redact(value: Any, _key: str = "") -> Any:
 class RedactingFilter(logging.Filter):
     """A logging filter that masks phone numbers and URL passwords in every record."""
 
+    def __init__(self, pattern: re.Pattern[str] = PHONE_RE) -> None:
+        super().__init__()
+        self.pattern = pattern
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a broken format string must not break logging
             return True
-        masked = mask_phones(message)
+        masked = mask_phones(message, self.pattern)
         if masked != message:
             record.msg, record.args = masked, None
         return True
 
 
-def get_logger(name: str = "flask_mpesa_monitor") -> logging.Logger:
+def get_logger(name: str = "flask_mpesa_monitor", pattern: re.Pattern[str] = PHONE_RE) -> logging.Logger:
     """The package's loggers, each with :class:`RedactingFilter` attached.
 
     Logger filters are not inherited by child loggers, so every module of the package
@@ -96,7 +111,7 @@ def get_logger(name: str = "flask_mpesa_monitor") -> logging.Logger:
     """
     log = logging.getLogger(name)
     if not any(isinstance(f, RedactingFilter) for f in log.filters):
-        log.addFilter(RedactingFilter())
+        log.addFilter(RedactingFilter(pattern))
     return log
 
 

@@ -1589,7 +1589,9 @@ class SMTPSink:
 
         kwargs: dict[str, Any] = {}
         if self.accept_auth:
-            kwargs.update(authenticator=_accept_any_login, auth_require_tls=False)
+            # PLAIN only: Alertmanager's Go SMTP client aborts on aiosmtpd's LOGIN prompt.
+            kwargs.update(authenticator=_accept_any_login, auth_require_tls=False,
+                          auth_exclude_mechanism=["LOGIN"])
         controller = Controller(
             _SinkHandler(self),
             hostname=HOST,
