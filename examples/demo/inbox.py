@@ -191,6 +191,8 @@ class Inbox:
     """Messages received per channel, newest last, bounded; thread-safe."""
 
     def __init__(self, max_per_channel: int = 500) -> None:
+        self.watchdog_pings = 0
+        self.last_watchdog_ping: float | None = None
         if max_per_channel < 1:
             raise ValueError(f"max_per_channel must be at least 1, got {max_per_channel}.")
         self._lock = threading.Lock()
@@ -258,7 +260,15 @@ class Inbox:
                 "stored": {c: len(m) for c, m in self._messages.items()},
                 "sms_failures": self._sms_failures,
                 "sms_fail": dict(self._sms_fail),
+                "watchdog_pings": self.watchdog_pings,
+                "last_watchdog_ping": self.last_watchdog_ping,
             }
+
+    def watchdog_ping(self) -> None:
+        """The dead man's switch: Alertmanager pings it while the pipeline works."""
+        with self._lock:
+            self.watchdog_pings += 1
+            self.last_watchdog_ping = time.time()
 
     def set_sms_fail(self, enabled: bool, status: int = 503, count: int | None = None) -> dict[str, Any]:
         """Make the next SMS sends fail with ``status`` (all of them, or ``count``)."""
@@ -621,6 +631,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             return jsonify({"error": f"channel must be one of {', '.join(CHANNELS)}"}), 400
         inbox.clear(channel)
         return jsonify({"cleared": channel or "all"})
+
+    @app.post("/watchdog")
+    def watchdog() -> Any:
+        inbox.watchdog_ping()
+        return Response("ok", status=200, mimetype="text/plain")
 
     @app.get("/api/stats")
     def api_stats() -> Any:

@@ -1,0 +1,404 @@
+"""The whole monitoring stack on 127.0.0.1, without Docker: ``./deploy-monitoring.sh --local``.
+
+Starts, each as a plain process: PostgreSQL (or SQLite), the Daraja simulator, the inbox
+(Slack, SMTP and SMS provider stand-ins), the SMS relay, the demo app under gunicorn with
+2 workers and multiprocess metrics, Prometheus and Alertmanager; then runs the traffic
+generator and prints a live status line. State lives under ``.local-stack/``.
+
+Configs are rendered from the same files as production, ``deploy/prometheus`` and
+``deploy/alertmanager``: only addresses, receiver URLs and secrets change (no Docker
+service names, no secret files). With ``fast`` (the end-to-end tests, or ``--fast``),
+scrape and evaluation run every second, Alertmanager groups wait one second, and every
+rule's ``for:`` is divided by :data:`FAST_FOR_DIVISOR`: the same rules, sooner.
+
+    python -m examples.demo.localstack [--fast] [--duration 600] [--database sqlite]
+    python -m examples.demo.localstack --down
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer, PrometheusServer,
+                      free_port, http_json, wait_http)
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+DEFAULT_STATE = REPO / ".local-stack"
+ORGANIZATIONS = ("acme", "jambo", "duka", "safari")
+FAST_FOR_DIVISOR = 30  # for: 1m -> 2s, 5m -> 10s, 10m -> 20s
+
+#: Preferred ports for the interactive stack (a free one is taken when one is busy).
+DEFAULT_PORTS = {"app": 8000, "simulator": 8081, "inbox": 8025, "smtp": 2525, "relay": 9099,
+                 "prometheus": 9090, "alertmanager": 9093}
+
+
+def _port(preferred: int | None) -> int:
+    import socket
+
+    if preferred:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    return free_port()
+
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def shorten(duration: str, divisor: int) -> str:
+    """``"5m"`` divided by ``divisor``, at least one second (``"0m"`` stays zero)."""
+    match = _DURATION.match(str(duration).strip())
+    if not match:
+        raise ValueError(f"cannot shorten the duration {duration!r}: use one unit, as 5m or 90s.")
+    seconds = int(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds == 0:
+        return "0s"
+    return f"{max(1, round(seconds / divisor))}s"
+
+
+def render_rules(target: Path, fast: bool, slo_objective: float | None = None) -> list[Path]:
+    """Copy deploy/prometheus/rules, shortening every ``for:`` when ``fast``."""
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sorted((DEPLOY / "prometheus" / "rules").glob("*.yml")):
+        document = yaml.safe_load(source.read_text())
+        for group in document.get("groups", []):
+            if fast and "interval" in group:
+                group["interval"] = shorten(group["interval"], FAST_FOR_DIVISOR)
+            for rule in group.get("rules", []):
+                if fast and "for" in rule:
+                    rule["for"] = shorten(rule["for"], FAST_FOR_DIVISOR)
+                if slo_objective is not None and rule.get("record") == ":mpesa_stk_slo:objective":
+                    rule["expr"] = f"vector({slo_objective})"
+        path = target / source.name
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        written.append(path)
+    return written
+
+
+def render_prometheus(ports: dict[str, int], rules_dir: Path, token_file: Path, fast: bool) -> dict[str, Any]:
+    """deploy/prometheus/prometheus.yml with local addresses; jobs of absent services dropped."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    interval = "1s" if fast else config["global"].get("scrape_interval", "15s")
+    config["global"].update(scrape_interval=interval, evaluation_interval=interval,
+                            scrape_timeout="1s" if fast else config["global"].get("scrape_timeout", "10s"),
+                            external_labels={"cluster": "local", "environment": "local", "replica": "local-0"})
+    config["rule_files"] = [str(rules_dir / "*.yml")]
+    for alertmanagers in config["alerting"]["alertmanagers"]:
+        alertmanagers["static_configs"] = [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]
+    local_targets = {"mpesa-mcp": ports["app"], "prometheus": ports["prometheus"],
+                     "alertmanager": ports["alertmanager"], "sms-relay": ports["relay"]}
+    jobs = []
+    for job in config["scrape_configs"]:
+        name = job["job_name"]
+        if name not in local_targets:
+            continue  # node-exporter, postgres-exporter: not run locally
+        job.pop("file_sd_configs", None)
+        job.pop("basic_auth", None)  # the local Prometheus has no web.yml
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{local_targets[name]}"]}]
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token_file)
+        jobs.append(job)
+    config["scrape_configs"] = jobs
+    return config
+
+
+def _shorten_route(route: dict[str, Any]) -> None:
+    for key in ("group_wait", "group_interval"):
+        if key in route:
+            route[key] = "1s"
+    for child in route.get("routes", []):
+        _shorten_route(child)
+
+
+def render_alertmanager(ports: dict[str, int], fast: bool) -> dict[str, Any]:
+    """deploy/alertmanager/alertmanager.yml pointed at the inbox and the local relay."""
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    inbox = f"http://127.0.0.1:{ports['inbox']}"
+    glob = config["global"]
+    for key in ("smtp_auth_username", "smtp_auth_password_file", "slack_api_url_file"):
+        glob.pop(key, None)
+    glob.update(smtp_smarthost=f"127.0.0.1:{ports['smtp']}", smtp_require_tls=False,
+                slack_api_url=f"{inbox}/slack/local-stack")
+    config["templates"] = [str(DEPLOY / "alertmanager" / "templates" / "*.tmpl")]
+    if fast:
+        config["route"]["group_wait"] = config["route"]["group_interval"] = "1s"
+        _shorten_route(config["route"])
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            if receiver["name"] == "watchdog":
+                webhook["url"] = f"{inbox}/watchdog"
+            else:
+                webhook["url"] = f"http://127.0.0.1:{ports['relay']}/alerts"
+    return config
+
+
+@dataclass
+class LocalStack:
+    """Every process of the local stack; ``start()``/``stop()``; a context manager."""
+
+    state_dir: Path = DEFAULT_STATE
+    fast: bool = False
+    database: str = "postgres"  # or "sqlite"
+    quiet: bool = True
+    fixed_ports: bool = False
+    app_env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        self.processes: list[Any] = []
+        self.postgres: PostgresServer | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.alertmanager: AlertmanagerServer | None = None
+        self.app: GunicornServer | None = None
+        self.simulator: ManagedProcess | None = None
+        self.inbox: ManagedProcess | None = None
+        self.relay: ManagedProcess | None = None
+        self.metrics_token = secrets.token_urlsafe(24)
+
+    # --- addresses ----------------------------------------------------------------
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "demo app": self.url("app"),
+            "app metrics": self.url("app") + "/metrics  (bearer token in .local-stack/secrets/metrics_token)",
+            "app health": self.url("app") + "/health/detailed",
+            "Daraja simulator": self.url("simulator") + "/sim/config",
+            "inbox (Slack, email, SMS)": self.url("inbox") + "/",
+            "SMS relay": self.url("relay") + "/-/healthy",
+            "Prometheus": self.url("prometheus") + "/alerts",
+            "Alertmanager": self.url("alertmanager") + "/#/alerts",
+        }
+
+    # --- lifecycle ----------------------------------------------------------------
+    def render(self) -> None:
+        for name in DEFAULT_PORTS:
+            if name not in self.ports:
+                self.ports[name] = _port(DEFAULT_PORTS[name] if self.fixed_ports else None)
+        config_dir = self.state_dir / "config"
+        secrets_dir = self.state_dir / "secrets"
+        for directory in (config_dir, secrets_dir, self.state_dir / "logs"):
+            directory.mkdir(parents=True, exist_ok=True)
+        token_file = secrets_dir / "metrics_token"
+        token_file.write_text(self.metrics_token)
+        token_file.chmod(0o600)
+        (secrets_dir / "at_api_key").write_text("local-inbox-key")
+        rules = render_rules(config_dir / "rules", self.fast)
+        self.rule_files = rules
+        self.prometheus_config = render_prometheus(self.ports, config_dir / "rules", token_file, self.fast)
+        (config_dir / "prometheus.yml").write_text(yaml.safe_dump(self.prometheus_config, sort_keys=False))
+        self.alertmanager_config = render_alertmanager(self.ports, self.fast)
+        (config_dir / "alertmanager.yml").write_text(yaml.safe_dump(self.alertmanager_config, sort_keys=False))
+
+    def _python(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> ManagedProcess:
+        process = ManagedProcess([sys.executable, "-m", module, *args], env={"PYTHONPATH": str(REPO), **(env or {})},
+                                 cwd=REPO, log_path=self.state_dir / "logs" / f"{name}.log", name=name)
+        process.start()
+        self.processes.append(process)
+        return process
+
+    def start(self) -> "LocalStack":
+        self.render()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self._write_pids()
+        return self
+
+    def _start(self) -> None:
+        quiet = ["--quiet"] if self.quiet else []
+        if self.database == "postgres":
+            self.postgres = PostgresServer(stat_statements=False)
+            self.postgres.start()
+            self.processes.append(self.postgres)
+            database_url = self.postgres.dsn
+        else:
+            database_url = "sqlite:///" + str(self.state_dir / "demo.sqlite3")
+        self.simulator = self._python("simulator", "examples.demo.daraja_sim", "--port", str(self.ports["simulator"]),
+                                      *quiet)
+        self.inbox = self._python("inbox", "examples.demo.inbox", "--http-port", str(self.ports["inbox"]),
+                                  "--smtp-port", str(self.ports["smtp"]), *quiet)
+        self.relay = self._python("sms-relay", "flask_mpesa_monitor.sms_relay", env={
+            "SMS_RELAY_PROVIDER": "africastalking", "SMS_RELAY_RECIPIENTS": "+254700000001,+254700000002",
+            "SMS_RELAY_BASE_URL": self.url("inbox"), "SMS_RELAY_AT_USERNAME": "sandbox",
+            "SMS_RELAY_AT_API_KEY_FILE": str(self.state_dir / "secrets" / "at_api_key"),
+            "SMS_RELAY_HOST": "127.0.0.1", "SMS_RELAY_PORT": str(self.ports["relay"]),
+            "SMS_RELAY_DEDUP_SECONDS": "300"})
+        for name, path in (("simulator", "/sim/config"), ("inbox", "/api/stats"), ("relay", "/-/healthy")):
+            wait_http(self.url(name) + path, timeout=20)
+        env = {
+            "PYTHONPATH": str(REPO),
+            "DATABASE_URL": database_url,
+            "DARAJA_BASE_URL": self.url("simulator"),
+            "DEMO_PUBLIC_URL": self.url("app"),
+            "DEMO_ORGANIZATIONS": ",".join(ORGANIZATIONS),
+            "MPESA_MONITOR_METRICS_TOKEN": self.metrics_token,
+            "MPESA_MONITOR_ALERTMANAGER_URL": self.url("alertmanager"),
+            "MPESA_MONITOR_DARAJA_BASE_URL": self.url("simulator"),
+            "MPESA_MONITOR_HEALTH_INTERVAL": "1" if self.fast else "15",
+            "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
+            **self.app_env,
+        }
+        self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,
+                                  port=self.ports["app"], multiproc_dir=self.state_dir / "prometheus-multiproc",
+                                  base_dir=self.state_dir / "gunicorn", cwd=REPO, ready_path="/health")
+        self.app.start()
+        self.processes.append(self.app)
+        self.alertmanager = AlertmanagerServer(self.state_dir / "config" / "alertmanager.yml",
+                                               port=self.ports["alertmanager"], base_dir=self.state_dir / "alertmanager")
+        self.alertmanager.start()
+        self.processes.append(self.alertmanager)
+        extra = ["--rules.alert.resend-delay=1s"] if self.fast else []
+        self.prometheus = PrometheusServer(self.state_dir / "config" / "prometheus.yml", port=self.ports["prometheus"],
+                                           base_dir=self.state_dir / "prometheus", extra_args=extra)
+        self.prometheus.start()
+        self.processes.append(self.prometheus)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            try:
+                process.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"could not stop {process!r}: {exc}", file=sys.stderr)
+        if self.postgres is not None:
+            self.postgres.cleanup()
+        self.processes.clear()
+        (self.state_dir / "pids.json").unlink(missing_ok=True)
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _write_pids(self) -> None:
+        pids = [p.pid for p in (self.simulator, self.inbox, self.relay) if p is not None and p.pid]
+        for server in (self.app, self.alertmanager, self.prometheus):
+            if server is not None and server.process is not None and server.process.pid:
+                pids.append(server.process.pid)
+        record = {"pids": pids, "postgres_data": str(self.postgres.data_dir) if self.postgres else None,
+                  "owner": os.getpid()}
+        (self.state_dir / "pids.json").write_text(json.dumps(record))
+
+    # --- what is happening ----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Targets up, alerts firing and notifications received per channel."""
+        status: dict[str, Any] = {"targets_up": 0, "targets": 0, "firing": [], "received": {}}
+        try:
+            targets = self.prometheus.targets() if self.prometheus else []
+            status["targets"] = len(targets)
+            status["targets_up"] = sum(1 for t in targets if t.get("health") == "up")
+            status["firing"] = sorted({a["labels"]["alertname"] for a in self.prometheus.alerts()
+                                       if a.get("state") == "firing" and a["labels"]["alertname"] != "Watchdog"})
+        except Exception:
+            pass
+        try:
+            status["received"] = http_json("GET", self.url("inbox") + "/api/stats", timeout=2)["received"]
+        except Exception:
+            pass
+        return status
+
+    def status_line(self) -> str:
+        s = self.status()
+        received = " ".join(f"{k} {v}" for k, v in s["received"].items()) or "-"
+        firing = ", ".join(s["firing"]) or "none"
+        return f"targets up {s['targets_up']}/{s['targets']} | firing: {firing} | received: {received}"
+
+
+def down(state_dir: Path = DEFAULT_STATE) -> int:
+    """Stop the processes of a stack started by another shell (``--down``)."""
+    record_path = Path(state_dir) / "pids.json"
+    if not record_path.exists():
+        print("no local stack is running (no .local-stack/pids.json)")
+        return 0
+    record = json.loads(record_path.read_text())
+    for pid in [record.get("owner"), *record["pids"]]:
+        if not pid:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM) if pid != record.get("owner") else os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if record.get("postgres_data"):
+        import subprocess
+
+        from .servers import _find_pg_bin
+
+        command = [str(_find_pg_bin() / "pg_ctl"), "-D", record["postgres_data"], "-m", "fast", "stop"]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, capture_output=True, timeout=30)
+    record_path.unlink(missing_ok=True)
+    print("local stack stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy-monitoring.sh --local", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--down", action="store_true", help="stop a stack started from another shell")
+    parser.add_argument("--fast", action="store_true", help="1 s scrapes and evaluations, shortened for: durations")
+    parser.add_argument("--duration", type=float, default=1800, help="seconds of demo traffic (default 1800)")
+    parser.add_argument("--rps", type=float, default=5.0, help="demo requests per second")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    args = parser.parse_args(argv)
+    if args.down:
+        return down(args.state_dir)
+
+    from .traffic import TrafficConfig, _Runner
+
+    stack = LocalStack(args.state_dir, fast=args.fast, database=args.database, fixed_ports=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("starting the local stack (state in .local-stack/) ...", flush=True)
+    with stack:
+        print("\n".join(f"  {name:<28} {url}" for name, url in stack.urls.items()))
+        print("Grafana needs Docker and is not started here; with Docker, run:\n"
+              "  docker-compose --env-file .env.monitoring -f docker-compose.monitoring.yml up -d grafana\n"
+              "Inject faults, e.g.:\n"
+              f"  curl -X POST {stack.url('simulator')}/sim/config -H 'Content-Type: application/json' "
+              "-d '{\"spike_arrest_ratio\": 0.3}'\n"
+              "Stop with Ctrl-C (or ./deploy-monitoring.sh --down from another shell).", flush=True)
+        runner = _Runner(TrafficConfig(stack.url("app"), duration=args.duration, rps=args.rps,
+                                       orgs=ORGANIZATIONS, cross_tenant=False))
+        worker = threading.Thread(target=runner.run, daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive() and not stop.wait(2.0):
+                line = stack.status_line()
+                print(("\r" + line.ljust(120)) if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n",
+                      flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            runner.stop()
+            print("\nstopping ...", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
