@@ -1,0 +1,690 @@
+#!/usr/bin/env bash
+# deploy-monitoring.sh: validate, bring up, verify and take down the monitoring stack of
+# flask-mpesa-monitor (docker-compose.monitoring.yml). Run ./deploy-monitoring.sh --help.
+#
+# Why a script and not just `docker-compose up`: Prometheus and Alertmanager read no
+# environment variables, so a few files are rendered from the settings first (scrape
+# targets, SLO objective, basic-auth user and hash, SMTP and e-mail settings); a missing
+# setting or secret should stop the deploy with one complete list, not one error per
+# attempt; and "up" is not "working" until every service answers its health endpoint and
+# Prometheus scrapes the app.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+PROG="deploy-monitoring.sh"
+BASE_COMPOSE="docker-compose.monitoring.yml"
+PROD_COMPOSE="docker-compose.prod.yml"
+EXAMPLE_ENV=".env.monitoring.example"
+SECRETS_DIR="deploy/secrets"
+RENDER_DIR="$SECRETS_DIR/rendered"
+TARGETS_FILE="deploy/prometheus/targets/mpesa-mcp.json"
+SLO_FILE="deploy/prometheus/rules/slo-objective.yml"
+
+# Settings that must be non-empty (documented in .env.monitoring.example).
+REQUIRED_SETTINGS=(
+  COMPOSE_PROJECT_NAME MONITORING_CLUSTER MONITORING_ENVIRONMENT PROMETHEUS_REPLICA
+  MPESA_APP_TARGETS MPESA_SLO_OBJECTIVE
+  PROMETHEUS_BASIC_AUTH_USER PROMETHEUS_RETENTION_TIME PROMETHEUS_RETENTION_SIZE
+  PROMETHEUS_EXTERNAL_URL
+  ALERTMANAGER_EXTERNAL_URL ALERTMANAGER_SMTP_FROM ALERTMANAGER_SMTP_SMARTHOST
+  ALERTMANAGER_SMTP_USERNAME ALERTMANAGER_SMTP_REQUIRE_TLS
+  ALERTMANAGER_EMAIL_TO_CRITICAL ALERTMANAGER_EMAIL_TO_HIGH ALERTMANAGER_WATCHDOG_URL
+  GRAFANA_ADMIN_USER GRAFANA_ROOT_URL
+  SMS_RELAY_PROVIDER SMS_RELAY_RECIPIENTS
+  POSTGRES_EXPORTER_DATA_SOURCE_URI POSTGRES_EXPORTER_USER
+)
+PROD_SETTINGS=(MONITORING_DOMAIN)
+# Secret files under deploy/secrets/ (the `secrets:` of docker-compose.monitoring.yml).
+REQUIRED_SECRETS=(
+  prometheus_password mpesa_metrics_token grafana_admin_password slack_api_url
+  smtp_password sms_provider_secret postgres_exporter_password
+)
+
+usage() {
+  cat <<EOF
+Usage: ./$PROG [--env-file FILE] [--prod] [--check | --render | --down]
+       ./$PROG --local [ARGS...]
+       ./$PROG --help
+
+Deploys the monitoring stack (Prometheus, Alertmanager, Grafana, SMS relay,
+node-exporter, postgres-exporter) with docker-compose.
+
+  (no option)      deploy: refuse to start if a required setting or secret file is
+                   missing (listing all of them), run every --check, render the
+                   generated files, docker-compose up -d, then verify each service's
+                   health endpoint, the app's /health and that Prometheus scrapes it.
+  --check          validate everything offline and start nothing: promtool (config,
+                   rules, rule unit tests, web config), amtool (config, route tests),
+                   docker-compose config, the Grafana dashboards.
+  --render         check the settings and secret files, write the generated files
+                   (targets, SLO objective, deploy/secrets/rendered/*) and stop there:
+                   to inspect what would be deployed. Needs no Docker.
+  --down           stop and remove the containers (named volumes and data are kept).
+  --prod           add docker-compose.prod.yml (TLS proxy, environment=production);
+                   needs MONITORING_DOMAIN and GRAFANA_BIND_ADDRESS=127.0.0.1.
+  --env-file FILE  settings file (default: .env.monitoring; --check falls back to
+                   .env.monitoring.example when it does not exist).
+  --local [ARGS]   run the stack without Docker from Debian's binaries, with the demo
+                   app (python3 -m examples.demo.localstack ARGS).
+  -h, --help       this text.
+
+Settings: see .env.monitoring.example. Secrets: one file each in deploy/secrets/:
+  ${REQUIRED_SECRETS[*]}
+EOF
+}
+
+say() { printf '%s\n' "$*"; }
+warn() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() { warn "$*"; exit 1; }
+
+# --- settings ------------------------------------------------------------------------
+declare -A FILE_SETTINGS=()
+
+# Read KEY=value lines the way docker-compose does (no shell evaluation: the file is
+# data, never code). Surrounding quotes are removed.
+load_env_file() {
+  local file="$1" line key value number=0
+  while IFS= read -r line || [ -n "$line" ]; do
+    number=$((number + 1))
+    line="${line%$'\r'}"
+    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+    if [[ ! "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]]; then
+      warn "$file:$number: not KEY=value, ignored"
+      continue
+    fi
+    key="${BASH_REMATCH[2]}"
+    value="${BASH_REMATCH[3]}"
+    if [[ "$value" =~ ^\"(.*)\"$ ]] || [[ "$value" =~ ^\'(.*)\'$ ]]; then
+      value="${BASH_REMATCH[1]}"
+    fi
+    FILE_SETTINGS["$key"]="$value"
+  done <"$file"
+}
+
+# A setting's value: the shell environment wins over the file, as with docker-compose.
+setting() {
+  local name="$1"
+  if [ -n "${!name+x}" ]; then
+    printf '%s' "${!name}"
+  else
+    printf '%s' "${FILE_SETTINGS[$name]-}"
+  fi
+}
+
+secret_path() { printf '%s/%s' "$SECRETS_DIR" "$1"; }
+
+# Print every problem with the settings and secret files, one a line; return 1 if any.
+check_settings() {
+  local problems=() name value target
+  if [ ! -f "$ENV_FILE" ]; then
+    problems+=("settings file $ENV_FILE not found (cp $EXAMPLE_ENV $ENV_FILE and fill it in)")
+  fi
+  local required=("${REQUIRED_SETTINGS[@]}")
+  [ "$PROD" = 1 ] && required+=("${PROD_SETTINGS[@]}")
+  for name in "${required[@]}"; do
+    [ -n "$(setting "$name")" ] || problems+=("missing setting $name")
+  done
+  case "$(setting SMS_RELAY_PROVIDER)" in
+    "") ;;
+    africastalking)
+      [ -n "$(setting SMS_RELAY_AT_USERNAME)" ] ||
+        problems+=("missing setting SMS_RELAY_AT_USERNAME (needed by SMS_RELAY_PROVIDER=africastalking)") ;;
+    twilio)
+      [ -n "$(setting SMS_RELAY_TWILIO_SID)" ] ||
+        problems+=("missing setting SMS_RELAY_TWILIO_SID (needed by SMS_RELAY_PROVIDER=twilio)")
+      [ -n "$(setting SMS_RELAY_FROM)" ] ||
+        problems+=("missing setting SMS_RELAY_FROM (needed by SMS_RELAY_PROVIDER=twilio)") ;;
+    *) problems+=("invalid setting SMS_RELAY_PROVIDER: use africastalking or twilio") ;;
+  esac
+  for name in "${REQUIRED_SECRETS[@]}"; do
+    if [ ! -f "$(secret_path "$name")" ]; then
+      problems+=("missing secret file $(secret_path "$name")")
+    elif [ ! -s "$(secret_path "$name")" ]; then
+      problems+=("empty secret file $(secret_path "$name")")
+    fi
+  done
+
+  # Values that are present but malformed.
+  value="$(setting MPESA_SLO_OBJECTIVE)"
+  if [ -n "$value" ] && ! [[ "$value" =~ ^0\.[0-9]*[1-9][0-9]*$ ]]; then
+    problems+=("invalid setting MPESA_SLO_OBJECTIVE=$value: a ratio between 0 and 1, e.g. 0.995")
+  fi
+  value="$(setting MPESA_APP_TARGETS)"
+  if [ -n "$value" ]; then
+    local targets=()
+    IFS=',' read -r -a targets <<<"$value"
+    for target in "${targets[@]}"; do
+      target="${target//[[:space:]]/}"
+      [ -z "$target" ] && continue
+      split_host_port "$target" >/dev/null ||
+        problems+=("invalid target '$target' in MPESA_APP_TARGETS: use host:port")
+    done
+  fi
+  value="$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)"
+  if [ -n "$value" ] && [ "$value" != true ] && [ "$value" != false ]; then
+    problems+=("invalid setting ALERTMANAGER_SMTP_REQUIRE_TLS=$value: true or false")
+  fi
+  if [ -s "$(secret_path prometheus_password)" ] &&
+    ! grep -qE '^[A-Za-z0-9._~-]+$' "$(secret_path prometheus_password)"; then
+    problems+=("secret file $(secret_path prometheus_password): one line of letters, digits and -._~ only (it is used in URLs)")
+  fi
+  if [ "$PROD" = 1 ] && [ "$(setting GRAFANA_BIND_ADDRESS)" != 127.0.0.1 ]; then
+    problems+=("with --prod, set GRAFANA_BIND_ADDRESS=127.0.0.1 (Grafana is reached through the TLS proxy only)")
+  fi
+
+  if [ ${#problems[@]} -gt 0 ]; then
+    warn "refusing to start; fix these ${#problems[@]} problem(s) first:"
+    printf '  - %s\n' "${problems[@]}" >&2
+    return 1
+  fi
+}
+
+# "host:port" or "[v6]:port" -> "host port" (the port is kept: the old verify script's
+# `cut -d: -f1` dropped it and probed port 80).
+split_host_port() {
+  local target="$1"
+  if [[ "$target" =~ ^\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})$ ]] ||
+    [[ "$target" =~ ^([A-Za-z0-9._-]+):([0-9]{1,5})$ ]]; then
+    [ "${BASH_REMATCH[2]}" -ge 1 ] && [ "${BASH_REMATCH[2]}" -le 65535 ] || return 1
+    printf '%s %s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+  else
+    return 1
+  fi
+}
+
+# --- docker-compose ------------------------------------------------------------------
+COMPOSE=()
+find_compose() {
+  if [ -n "${DOCKER_COMPOSE:-}" ]; then
+    read -r -a COMPOSE <<<"$DOCKER_COMPOSE"
+  elif command -v docker-compose >/dev/null 2>&1; then
+    COMPOSE=(docker-compose)
+  elif command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+  else
+    return 1
+  fi
+}
+
+compose_files() {
+  printf '%s\n' -f "$BASE_COMPOSE"
+  if [ "$PROD" = 1 ]; then printf '%s\n' -f "$PROD_COMPOSE"; fi
+}
+
+compose() {
+  local files=() project
+  mapfile -t files < <(compose_files)
+  project="$(setting COMPOSE_PROJECT_NAME)"
+  if [ -n "$project" ]; then files+=(-p "$project"); fi
+  "${COMPOSE[@]}" --env-file "$ENV_FILE" "${files[@]}" "$@"
+}
+
+# --- --check -------------------------------------------------------------------------
+CHECK_FAILED=()
+step() {
+  local name="$1"
+  shift
+  say "== $name"
+  if "$@"; then
+    say "   ok"
+  else
+    CHECK_FAILED+=("$name")
+    say "   FAILED: $name"
+  fi
+}
+
+need_file() { [ -e "$1" ] || { warn "$1 not found"; return 1; }; }
+
+promtool_rules() {
+  local files=(deploy/prometheus/rules/*.yml)
+  [ -e "${files[0]}" ] || { warn "no rule files in deploy/prometheus/rules/"; return 1; }
+  promtool check rules --lint=all --lint-fatal "${files[@]}"
+}
+
+promtool_tests() {
+  local files=(deploy/prometheus/tests/*.yml)
+  [ -e "${files[0]}" ] || { warn "no rule unit tests in deploy/prometheus/tests/"; return 1; }
+  promtool test rules "${files[@]}"
+}
+
+compose_config() {
+  find_compose || { warn "neither docker-compose nor 'docker compose' found"; return 1; }
+  compose config -q
+}
+
+# The JSON must match its generator (stdlib only); the PromQL checks of
+# tests/test_dashboards.py need the test extra, which a bare monitoring host may lack:
+# then they are skipped with a warning (CI always runs them).
+dashboards_check() {
+  python3 deploy/grafana/build_dashboards.py --check || return 1
+  if python3 -c 'import pytest, yaml, prometheus_client' 2>/dev/null; then
+    python3 -m pytest -q -p no:cacheprovider tests/test_dashboards.py
+  else
+    warn "dashboard queries not checked here: they need pytest, PyYAML and prometheus_client (pip install -e '.[test]')"
+  fi
+}
+
+run_check() {
+  CHECK_FAILED=()
+  local tool
+  for tool in promtool amtool python3; do
+    command -v "$tool" >/dev/null 2>&1 ||
+      warn "$tool not found (Debian: apt-get install prometheus prometheus-alertmanager python3-pytest python3-yaml)"
+  done
+  step "prometheus config (deploy/prometheus/check-config.sh)" \
+    bash deploy/prometheus/check-config.sh
+  step "prometheus rules (promtool check rules)" promtool_rules
+  step "prometheus rule unit tests (promtool test rules)" promtool_tests
+  step "prometheus web config (promtool check web-config)" \
+    promtool check web-config deploy/prometheus/web.yml
+  step "alertmanager config and routes (deploy/alertmanager/check-config.sh)" \
+    bash deploy/alertmanager/check-config.sh
+  step "compose config ($ENV_FILE)" compose_config
+  step "grafana dashboards" dashboards_check
+  if [ ${#CHECK_FAILED[@]} -gt 0 ]; then
+    warn "${#CHECK_FAILED[@]} check(s) failed:"
+    printf '  - %s\n' "${CHECK_FAILED[@]}" >&2
+    return 1
+  fi
+  say "== all checks passed"
+}
+
+# --- rendering -----------------------------------------------------------------------
+# Replace the value of every line marked "# rendered" (by key, or "# rendered (VAR)")
+# and of the watchdog URL; values come in RENDER_* environment variables.
+RENDER_YAML_PY='
+import json, os, re, sys
+
+src, dst = sys.argv[1], sys.argv[2]
+by_key = json.loads(os.environ.get("RENDER_KEYS", "{}"))
+replace = json.loads(os.environ.get("RENDER_REPLACE", "{}"))
+marked = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_]+):(\s*)(\S.*?)(\s+# rendered(?: \((\w+)\))?.*)$")
+out, missing = [], []
+for number, line in enumerate(open(src, encoding="utf-8").read().splitlines(), 1):
+    m = marked.match(line)
+    if m:
+        indent, key, space, _old, comment, var = m.groups()
+        if var:
+            value = os.environ.get(var)
+        else:
+            value = by_key.get(key)
+            if isinstance(value, list):
+                value = value.pop(0) if value else None
+        if value is None:
+            missing.append(f"{src}:{number}: no value for {var or key}")
+        else:
+            text = value if value in ("true", "false") else json.dumps(value)
+            line = f"{indent}{key}:{space or chr(32)}{text}{comment}"
+    out.append(line)
+text = "\n".join(out) + "\n"
+for old, new in replace.items():
+    if old not in text:
+        missing.append(f"{src}: {old!r} not found")
+    text = text.replace(old, new)
+if missing:
+    sys.exit("render: " + "; ".join(missing))
+tmp = dst + ".tmp"
+with open(tmp, "w", encoding="utf-8") as fh:
+    fh.write(text)
+os.replace(tmp, dst)
+'
+
+# deploy/prometheus/web.yml with the user and the bcrypt hash of the password file.
+# shellcheck disable=SC2016  # Python source: no shell expansion wanted.
+RENDER_WEB_PY='
+import os, re, shutil, subprocess, sys, warnings
+
+src, dst, user, password_file = sys.argv[1:5]
+password = open(password_file, encoding="utf-8").read().strip()
+
+def existing_hash():
+    try:
+        text = open(dst, encoding="utf-8").read()
+    except OSError:
+        return None
+    m = re.search(r"^\s+\"?" + re.escape(user) + r"\"?:\s*\"?(\$2[aby]?\$[^\s\"]+)", text, re.M)
+    return m.group(1) if m else None
+
+def bcrypt_hash(old):
+    try:
+        import bcrypt
+        if old and bcrypt.checkpw(password.encode(), old.encode()):
+            return old
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+    except ImportError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import crypt
+        except ImportError:
+            crypt = None
+    if crypt is not None:
+        if old and crypt.crypt(password, old) == old:
+            return old
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))
+        if hashed and hashed.startswith("$2"):
+            return hashed
+    if shutil.which("htpasswd"):
+        out = subprocess.run(["htpasswd", "-niBC", "10", user], input=password + "\n",
+                             capture_output=True, text=True, check=True).stdout
+        return out.strip().split(":", 1)[1]
+    sys.exit("render: cannot make a bcrypt hash: install python3-bcrypt or apache2-utils")
+
+hashed = bcrypt_hash(existing_hash())
+out, in_users, done = [], False, False
+for line in open(src, encoding="utf-8").read().splitlines():
+    if re.match(r"^basic_auth_users:\s*$", line):
+        in_users = True
+        out.append(line)
+        continue
+    if in_users and re.match(r"^\s+\S+:\s*\S", line):
+        if not done:
+            out.append(f"  \"{user}\": \"{hashed}\"")
+            done = True
+        continue
+    if in_users and line and not line.startswith((" ", "#")):
+        in_users = False
+    out.append(line)
+if not done:
+    sys.exit(f"render: no basic_auth_users entry in {src}")
+header = "# Rendered by deploy-monitoring.sh from deploy/prometheus/web.yml: edit that file.\n"
+tmp = dst + ".tmp"
+with open(tmp, "w", encoding="utf-8") as fh:
+    fh.write(header + "\n".join(out) + "\n")
+os.replace(tmp, dst)
+'
+
+RENDER_TARGETS_PY='
+import json, os, sys
+
+targets = [t.strip() for t in sys.argv[2].split(",") if t.strip()]
+text = json.dumps([{"targets": targets, "labels": {}}], indent=2) + "\n"
+tmp = sys.argv[1] + ".tmp"
+with open(tmp, "w", encoding="utf-8") as fh:
+    fh.write(text)
+os.replace(tmp, sys.argv[1])
+'
+
+# shellcheck disable=SC2016  # Python source: no shell expansion wanted.
+RENDER_SLO_PY='
+import os, re, sys
+
+path, objective = sys.argv[1], sys.argv[2]
+text = open(path, encoding="utf-8").read()
+new, count = re.subn(r"(?m)^(\s*expr:\s*)vector\([^)]*\)[ \t]*$",
+                    lambda m: f"{m.group(1)}vector({objective})", text)
+if count != 1:
+    sys.exit(f"render: expected one `expr: vector(...)` line in {path}, found {count}")
+if new != text:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(new)
+'
+
+render_files() {
+  say "== rendering generated files"
+  mkdir -p "$RENDER_DIR"
+  # Containers run as non-root users and compose bind-mounts secret files as they are:
+  # the files must be world-readable, so the directory is what keeps other host users out.
+  chmod 0700 "$SECRETS_DIR"
+  chmod 0755 "$RENDER_DIR"
+  local name
+  for name in "${REQUIRED_SECRETS[@]}"; do chmod 0644 "$(secret_path "$name")"; done
+
+  python3 -c "$RENDER_TARGETS_PY" "$TARGETS_FILE" "$(setting MPESA_APP_TARGETS)"
+  say "   $TARGETS_FILE: $(setting MPESA_APP_TARGETS)"
+  python3 -c "$RENDER_SLO_PY" "$SLO_FILE" "$(setting MPESA_SLO_OBJECTIVE)"
+  say "   $SLO_FILE: objective $(setting MPESA_SLO_OBJECTIVE)"
+
+  PROMETHEUS_BASIC_AUTH_USER="$(setting PROMETHEUS_BASIC_AUTH_USER)" \
+    python3 -c "$RENDER_YAML_PY" deploy/prometheus/prometheus.yml "$RENDER_DIR/prometheus.yml"
+  python3 -c "$RENDER_WEB_PY" deploy/prometheus/web.yml "$RENDER_DIR/prometheus-web.yml" \
+    "$(setting PROMETHEUS_BASIC_AUTH_USER)" "$(secret_path prometheus_password)"
+  say "   $RENDER_DIR/prometheus.yml, $RENDER_DIR/prometheus-web.yml"
+
+  local keys replace
+  keys="$(python3 -c 'import json, sys; print(json.dumps({
+    "smtp_from": sys.argv[1], "smtp_smarthost": sys.argv[2], "smtp_auth_username": sys.argv[3],
+    "smtp_require_tls": sys.argv[4], "to": [sys.argv[5], sys.argv[6]]}))' \
+    "$(setting ALERTMANAGER_SMTP_FROM)" "$(setting ALERTMANAGER_SMTP_SMARTHOST)" \
+    "$(setting ALERTMANAGER_SMTP_USERNAME)" "$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)" \
+    "$(setting ALERTMANAGER_EMAIL_TO_CRITICAL)" "$(setting ALERTMANAGER_EMAIL_TO_HIGH)")"
+  replace="$(python3 -c 'import json, sys; print(json.dumps({
+    "http://deadmans-switch.invalid/ping": sys.argv[1]}))' "$(setting ALERTMANAGER_WATCHDOG_URL)")"
+  RENDER_KEYS="$keys" RENDER_REPLACE="$replace" \
+    python3 -c "$RENDER_YAML_PY" deploy/alertmanager/alertmanager.yml "$RENDER_DIR/alertmanager.yml"
+  chmod 0644 "$RENDER_DIR"/*.yml
+  say "   $RENDER_DIR/alertmanager.yml"
+  if command -v amtool >/dev/null 2>&1; then
+    # amtool resolves the container paths of secrets and templates: check a copy.
+    local work
+    work="$(mktemp -d)"
+    mkdir -p "$work/secrets" "$work/templates"
+    cp deploy/alertmanager/templates/*.tmpl "$work/templates/"
+    printf 'https://hooks.slack.invalid/placeholder\n' >"$work/secrets/slack_api_url"
+    printf 'placeholder\n' >"$work/secrets/smtp_password"
+    sed "s#/etc/alertmanager/#$work/#g" "$RENDER_DIR/alertmanager.yml" >"$work/alertmanager.yml"
+    if ! HOME="$work" amtool check-config "$work/alertmanager.yml" >/dev/null; then
+      rm -rf "$work"
+      die "the rendered $RENDER_DIR/alertmanager.yml is invalid (check the ALERTMANAGER_* settings)"
+    fi
+    rm -rf "$work"
+  fi
+}
+
+# A digest of every file the containers read through bind mounts (secrets included,
+# hashed, never shown). Compose cannot see a changed file behind a mount; the digest is
+# a label of every service, so a change recreates them and they read the new files.
+# Targets and dashboards are left out: Prometheus and Grafana reload those by themselves.
+config_digest() {
+  find "$SECRETS_DIR" deploy/prometheus/rules deploy/alertmanager/templates \
+    deploy/grafana/provisioning -type f -print0 | LC_ALL=C sort -z |
+    xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+
+# --- verification --------------------------------------------------------------------
+SERVICES=(prometheus alertmanager grafana sms-relay node-exporter postgres-exporter)
+
+container_health() {
+  local id
+  id="$(compose ps -q "$1" 2>/dev/null | head -n 1)"
+  [ -n "$id" ] || { printf 'absent'; return; }
+  docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || printf 'unknown'
+}
+
+# curl with Prometheus' basic auth given on stdin (never on the command line).
+prometheus_curl() {
+  printf 'user = "%s:%s"\n' "$(setting PROMETHEUS_BASIC_AUTH_USER)" \
+    "$(tr -d '\n' <"$(secret_path prometheus_password)")" |
+    curl -fsS --max-time 5 --config - "$@"
+}
+
+probe() {
+  local name="$1" url="$2"
+  shift 2
+  if curl -fsS --max-time 5 -o /dev/null "$@" "$url"; then
+    say "   ok    $name  $url"
+  else
+    say "   FAIL  $name  $url"
+    return 1
+  fi
+}
+
+verify() {
+  local timeout services failed=() svc status
+  timeout="$(setting MONITORING_VERIFY_TIMEOUT)"
+  timeout="${timeout:-180}"
+  services=("${SERVICES[@]}")
+  [ "$PROD" = 1 ] && services+=(tls-proxy)
+  command -v curl >/dev/null 2>&1 || die "curl is needed to verify the stack"
+
+  say "== waiting for healthchecks (up to ${timeout}s)"
+  local deadline=$((SECONDS + timeout))
+  for svc in "${services[@]}"; do
+    while :; do
+      status="$(container_health "$svc")"
+      [ "$status" = healthy ] && break
+      if [ $SECONDS -ge $deadline ] || [ "$status" = absent ] || [ "$status" = exited ]; then
+        break
+      fi
+      sleep 3
+    done
+    say "   $status  $svc"
+    [ "$status" = healthy ] || failed+=("$svc is $status (docker-compose logs $svc)")
+  done
+
+  say "== health endpoints from this host"
+  local pport aport gport rport nport eport
+  pport="$(setting PROMETHEUS_PORT)"; pport="${pport:-9090}"
+  aport="$(setting ALERTMANAGER_PORT)"; aport="${aport:-9093}"
+  gport="$(setting GRAFANA_PORT)"; gport="${gport:-3000}"
+  rport="$(setting SMS_RELAY_PORT)"; rport="${rport:-9099}"
+  nport="$(setting NODE_EXPORTER_PORT)"; nport="${nport:-9100}"
+  eport="$(setting POSTGRES_EXPORTER_PORT)"; eport="${eport:-9187}"
+  if prometheus_curl -o /dev/null "http://127.0.0.1:$pport/-/healthy"; then
+    say "   ok    prometheus  http://127.0.0.1:$pport/-/healthy"
+  else
+    say "   FAIL  prometheus  http://127.0.0.1:$pport/-/healthy"
+    failed+=("prometheus does not answer /-/healthy with basic auth")
+  fi
+  probe alertmanager "http://127.0.0.1:$aport/-/healthy" || failed+=("alertmanager /-/healthy")
+  probe grafana "http://127.0.0.1:$gport/api/health" || failed+=("grafana /api/health")
+  probe sms-relay "http://127.0.0.1:$rport/-/healthy" || failed+=("sms-relay /-/healthy")
+  probe node-exporter "http://127.0.0.1:$nport/metrics" || failed+=("node-exporter /metrics")
+  if curl -fsS --max-time 10 "http://127.0.0.1:$eport/metrics" 2>/dev/null | grep -q '^pg_up 1'; then
+    say "   ok    postgres-exporter  pg_up 1"
+  else
+    say "   FAIL  postgres-exporter  pg_up is not 1 (check POSTGRES_EXPORTER_* and the password file)"
+    failed+=("postgres-exporter cannot reach PostgreSQL")
+  fi
+
+  say "== the app"
+  local scheme targets=() target host port hostport
+  scheme="$(setting MPESA_APP_SCHEME)"; scheme="${scheme:-http}"
+  IFS=',' read -r -a targets <<<"$(setting MPESA_APP_TARGETS)"
+  for target in "${targets[@]}"; do
+    target="${target//[[:space:]]/}"
+    [ -z "$target" ] && continue
+    read -r host port < <(split_host_port "$target")
+    # host.docker.internal is the Docker host as seen from a container: from here that
+    # is this machine.
+    [ "$host" = host.docker.internal ] && host=127.0.0.1
+    [[ "$host" == *:* ]] && hostport="[$host]:$port" || hostport="$host:$port"
+    probe "app $target" "$scheme://$hostport/health" || failed+=("app $target /health")
+  done
+
+  say "== Prometheus scrapes the app (job mpesa-mcp)"
+  local up_count=0 want=0 answer
+  for target in "${targets[@]}"; do [ -n "${target//[[:space:]]/}" ] && want=$((want + 1)); done
+  while :; do
+    answer="$(prometheus_curl "http://127.0.0.1:$pport/api/v1/query" \
+      --data-urlencode 'query=sum(up{job="mpesa-mcp"} == 1)' 2>/dev/null || true)"
+    up_count="$(printf '%s' "$answer" | python3 -c 'import json, sys
+try:
+    result = json.load(sys.stdin)["data"]["result"]
+    print(int(float(result[0]["value"][1])) if result else 0)
+except Exception:
+    print(0)')"
+    [ "$up_count" -ge "$want" ] && break
+    [ $SECONDS -ge $deadline ] && break
+    sleep 5
+  done
+  if [ "$up_count" -ge "$want" ]; then
+    say "   ok    $up_count/$want targets up"
+  else
+    say "   FAIL  $up_count/$want targets up (see Status > Targets in Prometheus)"
+    failed+=("Prometheus scrapes $up_count of $want app targets")
+  fi
+
+  if [ ${#failed[@]} -gt 0 ]; then
+    warn "the stack is up but ${#failed[@]} verification(s) failed:"
+    printf '  - %s\n' "${failed[@]}" >&2
+    return 1
+  fi
+  say "== the monitoring stack is up and verified"
+}
+
+# --- the local stack (no Docker) -----------------------------------------------------
+install_local_dependencies() {
+  # Debian's Prometheus, Alertmanager and PostgreSQL, and this package, when missing.
+  local need=()
+  command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+  [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+  [ -n "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] || need+=(postgresql)
+  if [ ${#need[@]} -gt 0 ]; then
+    say "== installing Debian packages: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  if ! python3 -c 'import flask_mpesa_monitor, gunicorn, aiosmtpd, yaml' >/dev/null 2>&1; then
+    say "== pip install -e '.[test]'"
+    python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+  fi
+}
+
+# --- main ----------------------------------------------------------------------------
+MODE=deploy
+PROD=0
+ENV_FILE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) MODE=check ;;
+    --down) MODE=down ;;
+    --render) MODE=render ;;
+    --prod) PROD=1 ;;
+    --env-file)
+      [ $# -ge 2 ] || die "--env-file needs a file name"
+      ENV_FILE="$2"
+      shift ;;
+    --env-file=*) ENV_FILE="${1#--env-file=}" ;;
+    --local)
+      # ---- LOCAL BRANCH: the stack without Docker (Debian's prometheus, alertmanager,
+      # the SMS relay and the demo app as local processes), written in Python by
+      # examples/demo/localstack.py. Everything after --local is passed to it.
+      shift
+      install_local_dependencies
+      exec python3 -m examples.demo.localstack "$@" ;;
+    -h | --help) usage; exit 0 ;;
+    *) warn "unknown option: $1"; usage >&2; exit 64 ;;
+  esac
+  shift
+done
+
+if [ -z "$ENV_FILE" ]; then
+  ENV_FILE=".env.monitoring"
+  if [ "$MODE" = check ] || [ "$MODE" = down ]; then
+    [ -f "$ENV_FILE" ] || ENV_FILE="$EXAMPLE_ENV"
+  fi
+fi
+[ -f "$ENV_FILE" ] && load_env_file "$ENV_FILE"
+
+case "$MODE" in
+  check)
+    run_check ;;
+  render)
+    check_settings || exit 2
+    render_files ;;
+  down)
+    # A local stack (--local) records its processes in .local-stack/pids.json.
+    if [ -f .local-stack/pids.json ]; then
+      python3 -m examples.demo.localstack --down
+      find_compose >/dev/null 2>&1 || exit 0
+    fi
+    find_compose || die "neither docker-compose nor 'docker compose' found"
+    compose down --remove-orphans
+    say "== stopped (volumes kept: docker volume ls | grep mpesa-monitoring)" ;;
+  deploy)
+    # Refuse before anything else runs: no docker call on an incomplete configuration.
+    check_settings || exit 2
+    find_compose || die "neither docker-compose nor 'docker compose' found"
+    command -v docker >/dev/null 2>&1 || die "docker not found"
+    run_check || die "validation failed: nothing was started"
+    render_files
+    say "== docker-compose up"
+    MONITORING_CONFIG_DIGEST="$(config_digest)"
+    export MONITORING_CONFIG_DIGEST
+    compose up -d --build --remove-orphans
+    verify ;;
+esac

@@ -1,0 +1,246 @@
+"""The Grafana dashboards and their provisioning ask valid questions of real metrics.
+
+Offline checks: the JSON is what deploy/grafana/build_dashboards.py generates, uids are
+the ones alerts and docs link to, every datasource reference resolves to a provisioned
+datasource, every query parses in Prometheus' own parser (promtool, through a temporary
+rule file) and names only metrics the extension exports, our recording rules or ``up``.
+Whether each panel returns data is the end-to-end test's job (it reuses
+tests/dashboard_queries.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.dashboard_queries import (
+    DASHBOARD_DIR,
+    ROOT,
+    dashboard_queries,
+    iter_panels,
+    known_series,
+    load_dashboards,
+    metric_names,
+    substitute,
+    variable_queries,
+)
+
+GRAFANA = ROOT / "deploy" / "grafana"
+EXPECTED_UIDS = {
+    "overview.json": "mpesa-overview",
+    "organization.json": "mpesa-organization",
+    "security.json": "mpesa-security",
+    "business.json": "mpesa-business",
+}
+BUILTIN_VARIABLES = {"__rate_interval", "__range", "__interval"}
+
+
+def _build_module() -> Any:
+    spec = importlib.util.spec_from_file_location("build_dashboards",
+                                                  GRAFANA / "build_dashboards.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _datasource_refs(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every value of a ``datasource`` key anywhere in a JSON document."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                found.append((f"{path}.{key}", value))
+            found.extend(_datasource_refs(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(_datasource_refs(value, f"{path}[{index}]"))
+    return found
+
+
+def _provisioned_datasources() -> dict[str, str]:
+    """uid -> type of every provisioned datasource."""
+    out = {}
+    for path in sorted((GRAFANA / "provisioning" / "datasources").glob("*.y*ml")):
+        for ds in yaml.safe_load(path.read_text()).get("datasources", []):
+            out[ds["uid"]] = ds["type"]
+    return out
+
+
+def promtool_rejects(exprs: list[str], tmp_path: Path) -> str:
+    """Run ``promtool check rules`` on one recording rule per expression.
+
+    Returns promtool's complaint, or "" when every expression parses.
+    """
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is needed (scripts/test.sh installs Debian's prometheus)")
+    rules = [{"record": f"dashboard_check:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
+    path = tmp_path / "dashboard_exprs.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+# --- the files -----------------------------------------------------------------------
+def test_dashboards_load_with_expected_unique_uids() -> None:
+    dashboards = load_dashboards()
+    assert {p.name: d["uid"] for p, d in dashboards.items()} == EXPECTED_UIDS
+    uids = [d["uid"] for d in dashboards.values()]
+    assert len(uids) == len(set(uids))
+
+
+def test_dashboards_committed_json_matches_build_script() -> None:
+    built = _build_module().build()
+    committed = {p.name: p.read_text() for p in sorted(DASHBOARD_DIR.glob("*.json"))}
+    stale = sorted(name for name in built if committed.get(name) != built[name])
+    assert not stale, f"run python3 deploy/grafana/build_dashboards.py; stale: {stale}"
+    assert set(committed) == set(built), "a dashboard JSON file has no source in the script"
+
+
+def test_dashboards_have_reasonable_size_and_unique_panel_ids() -> None:
+    for path, dashboard in load_dashboards().items():
+        panels = list(iter_panels(dashboard))
+        assert 5 <= len(panels) <= 12, f"{path.name}: {len(panels)} panels"
+        ids = [p["id"] for p in panels]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+        titles = [p["title"] for p in panels]
+        assert len(titles) == len(set(titles)), f"{path.name}: duplicate panel titles"
+
+
+# --- datasources and provisioning ----------------------------------------------------
+def test_dashboards_datasource_references_resolve_to_provisioned_uids() -> None:
+    provisioned = _provisioned_datasources()
+    assert provisioned == {"prometheus": "prometheus"}
+    bad = []
+    for path, dashboard in load_dashboards().items():
+        refs = _datasource_refs(dashboard)
+        assert refs, f"{path.name} references no datasource"
+        for where, ref in refs:
+            if not (isinstance(ref, dict) and provisioned.get(ref.get("uid")) == ref.get("type")):
+                bad.append(f"{path.name}{where}: {ref!r}")
+    assert not bad, "unresolved datasource references:\n" + "\n".join(bad)
+
+
+def test_dashboards_datasource_provisioning_uses_basic_auth_without_literal_secret() -> None:
+    text = (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    ds = yaml.safe_load(text)["datasources"][0]
+    assert ds["url"] == "http://prometheus:9090"
+    assert ds["basicAuth"] is True
+    assert ds["basicAuthUser"].startswith("$")
+    password = ds["secureJsonData"]["basicAuthPassword"]
+    assert re.fullmatch(r"\$__file\{/run/secrets/\w+\}|\$\{?\w+\}?", password), password
+
+
+def test_dashboards_provider_points_at_mounted_folder() -> None:
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "provider.yml").read_text())["providers"]
+    assert len(provider) == 1
+    assert provider[0]["folder"] == "M-Pesa MCP"
+    assert provider[0]["type"] == "file"
+    assert provider[0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- the queries ---------------------------------------------------------------------
+def test_dashboards_expressions_are_valid_promql(tmp_path: Path) -> None:
+    queries = list(dashboard_queries()) + list(variable_queries())
+    assert len(queries) >= 20
+    complaint = promtool_rejects([q.expr for q in queries], tmp_path)
+    assert not complaint, complaint
+
+
+def test_dashboards_promql_check_rejects_a_broken_expression(tmp_path: Path) -> None:
+    """The syntax check above can fail: promtool refuses an unbalanced expression."""
+    complaint = promtool_rejects(["sum(rate(mpesa_mcp_requests_total[5m])",
+                                  "up"], tmp_path)
+    assert '"dashboard_check:expr_0": could not parse expression' in complaint
+    assert "dashboard_check:expr_1" not in complaint
+
+
+def test_dashboards_name_only_catalogue_metrics_and_recording_rules() -> None:
+    known = known_series()
+    unknown = []
+    for q in list(dashboard_queries()) + list(variable_queries()):
+        names = metric_names(q.expr)
+        assert names, f"{q.dashboard} / {q.panel}: no metric in {q.expr!r}"
+        unknown += [f"{q.dashboard} / {q.panel}: {n}" for n in sorted(names - known)]
+    assert not unknown, "metrics outside the catalogue:\n" + "\n".join(unknown)
+
+
+def test_dashboards_metric_name_check_catches_unknown_and_seed_names() -> None:
+    """The name check can fail: a seed-era name and a misspelt suffix are not known."""
+    known = known_series()
+    expr = ('sum(rate(mpesa_requests_total{organization="a"}[5m])) / '
+            "sum by (le) (rate(mpesa_api_duration_seconds[5m])) or on() vector(0)")
+    assert metric_names(expr) - known == {"mpesa_requests_total",
+                                          "mpesa_api_duration_seconds"}
+    assert "mpesa_api_duration_seconds_bucket" in known
+    assert "mpesa_transactions_total" in known
+
+
+def test_dashboards_variables_are_defined_where_used() -> None:
+    for path, dashboard in load_dashboards().items():
+        defined = {v["name"] for v in dashboard["templating"]["list"]}
+        for panel in iter_panels(dashboard):
+            for target in panel.get("targets", []):
+                used = {m.group(1) or m.group(2) for m in
+                        re.finditer(r"\$\{(\w+)[^}]*\}|\$(\w+)", target["expr"])}
+                missing = used - defined - BUILTIN_VARIABLES
+                assert not missing, f"{path.name} / {panel['title']}: {missing}"
+
+
+def test_dashboards_substitute_refuses_unknown_variable() -> None:
+    assert substitute('x{organization="$organization"}[$__rate_interval]', "acme") == \
+        'x{organization="acme"}[1m]'
+    with pytest.raises(KeyError):
+        substitute('x{organization="$organisation"}')
+
+
+def test_dashboards_timeseries_rates_use_rate_interval() -> None:
+    for dashboard in load_dashboards().values():
+        for panel in iter_panels(dashboard):
+            if panel["type"] != "timeseries":
+                continue
+            for target in panel["targets"]:
+                ranges = re.findall(r"\[([^\]]+)\]", target["expr"])
+                assert set(ranges) <= {"$__rate_interval"}, \
+                    f"{dashboard['uid']} / {panel['title']}: {ranges}"
+
+
+def test_dashboards_every_panel_has_a_unit_and_description() -> None:
+    for dashboard in load_dashboards().values():
+        for panel in iter_panels(dashboard):
+            assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+            assert panel.get("description"), panel["title"]
+
+
+def test_dashboards_organization_dashboard_filters_by_its_variable() -> None:
+    dashboard = json.loads((DASHBOARD_DIR / "organization.json").read_text())
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "organization"
+    assert variable["query"]["query"] == \
+        "label_values(mpesa_transactions_total, organization)"
+    for panel in iter_panels(dashboard):
+        for target in panel["targets"]:
+            assert 'organization="$organization"' in target["expr"], panel["title"]
+
+
+def test_dashboards_business_revenue_is_kes_bar_gauge_over_increase() -> None:
+    dashboard = json.loads((DASHBOARD_DIR / "business.json").read_text())
+    panels = {p["title"]: p for p in iter_panels(dashboard)}
+    revenue = panels["Revenue by organization"]
+    assert revenue["type"] == "bargauge"
+    assert revenue["fieldConfig"]["defaults"]["unit"] == "currency:KES"
+    assert re.search(r"increase\(mpesa_revenue_total\{[^}]*\}\[\$__range\]\)",
+                     revenue["targets"][0]["expr"])
+    churn = panels["Tenants at churn risk"]["targets"][0]["expr"]
+    assert "[7d]" in churn and "[7d] offset 7d" in churn and "0.5 *" in churn
