@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping
 PREFIX = "MPESA_MONITOR_"
 
 DEFAULT_EXCLUDED_PATHS = ("/metrics", "/metrics/summary", "/health", "/health/detailed")
+#: The runbook page of the alert rules in deploy/prometheus/rules (same pattern).
+DEFAULT_RUNBOOK_URL = "https://github.com/flask-mpesa-monitor/flask-mpesa-monitor/blob/main/docs/runbooks.md"
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds per HTTP attempt when posting an alert to Alertmanager."),
     Setting("DASHBOARD_URL", None, _url,
             "Grafana base URL used in alert annotations."),
+    Setting("RUNBOOK_URL", DEFAULT_RUNBOOK_URL, _optional_str,
+            "Runbook page of app-side alerts; `runbook_url` is this plus `#<alertname in lower case>`."),
 )
 
 _BY_KEY = {setting.key: setting for setting in SETTINGS}

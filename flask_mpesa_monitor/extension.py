@@ -19,20 +19,30 @@ app context, on the app this monitor was last initialised with.
 
 from __future__ import annotations
 
+import hmac
+import weakref
 from typing import Any, Callable, TypeVar
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, Response, current_app, has_app_context, request
 
 from . import metrics, tenancy
 from ._version import __version__
-from .config import MonitorConfig
+from .alerts import AlertLevel, AlertSender, SendResult
+from .config import DEFAULT_RUNBOOK_URL, MonitorConfig
 from .exposition import MetricsExporter
+from .health import (
+    DatabaseCheck, HealthCheck, HealthReport, HealthRunner, MPesaAPICheck, SecurityCheck, SystemCheck,
+)
+from .redact import get_logger
 from .request_hooks import RequestMetrics
 from .security import SecurityTracker
+from .summary import PrometheusSummary, SummaryWindow, default_store_path
 from .transactions import CallbackResult, TransactionTracker
 
 EXTENSION_KEY = "mpesa_monitor"
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = get_logger(__name__)
 
 
 class _State:
@@ -50,15 +60,118 @@ class _State:
             config.auth_failure_window,
             on_cross_tenant=self.on_cross_tenant,
         )
+        self.alerts = AlertSender(
+            config.alertmanager_url,
+            queue_size=config.alert_queue_size,
+            timeout=config.alert_timeout,
+            dashboard_url=config.dashboard_url,
+            runbook_url=config.runbook_url or DEFAULT_RUNBOOK_URL,
+        )
+        self.summary = SummaryWindow(default_store_path(config.summary_db))
+        self.summary_source: SummaryWindow | PrometheusSummary = (
+            PrometheusSummary(config.prometheus_url, self.summary) if config.prometheus_url else self.summary
+        )
         self.transactions = TransactionTracker(
             config.stk_callback_timeout,
             config.max_pending_stk,
+            on_transaction=self.summary.record_transaction,
             on_invalid_callback=lambda org: self.security.record_security_event(
                 "invalid_callback", "medium", org or None),
         )
+        self._health_token = config.health_token.encode() if config.health_token else None
+        self.health = HealthRunner(config.health_interval, config.health_background)
+        self.health.add_tick_hook(self.transactions.expire)
+        self.database_check: DatabaseCheck | None = None
+        self.security_check = SecurityCheck(self.security, config.security_window, send_alert=self.send_alert)
+        self.health.add(HealthCheck("security", self.security_check, config.health_timeout))
+        self.health.add(HealthCheck(
+            "system",
+            SystemCheck(config.cpu_warning, config.memory_warning, config.disk_warning, config.disk_path),
+            config.health_timeout, component_type="system"))
+        if config.database_url:
+            self.set_database(config.database_url)
+        if config.daraja_base_url:
+            self.health.add(HealthCheck(
+                "mpesa_api",
+                MPesaAPICheck(config.daraja_base_url, config.daraja_consumer_key,
+                              config.daraja_consumer_secret, config.daraja_latency_threshold,
+                              config.health_timeout),
+                config.health_timeout))
+
+    # --- health -------------------------------------------------------------------
+    def set_database(self, source: Any, timeout: float | None = None) -> None:
+        timeout = timeout or self.config.health_timeout
+        self.database_check = DatabaseCheck(source, timeout)
+        self.health.add(HealthCheck("database", self.database_check, timeout, critical=True,
+                                    component_type="datastore"))
+
+    def health_authorized(self, authorization: str | None) -> bool:
+        """True for ``Authorization: Bearer <MPESA_MONITOR_HEALTH_TOKEN>`` (constant time)."""
+        if self._health_token is None or not authorization:
+            return False
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(credentials.strip().encode(), self._health_token)
+
+    def start_background(self) -> None:
+        """``before_request`` hook: start this worker's health thread on its first request."""
+        self.health.ensure_started()
+
+    # --- summary ------------------------------------------------------------------
+    def record_user(self, response: Response) -> Response:
+        """``after_request`` hook feeding ``active_users`` from the app's user resolver."""
+        resolver = self.monitor._user_resolver
+        if resolver is None or request.path in self.config.excluded_paths:
+            return response
+        try:
+            user = resolver()
+            if user is not None and user != "":
+                self.summary.record_user(self.request_metrics.organization(), user)
+        except Exception:  # an app resolver failing must not fail the request
+            log.exception("the user resolver failed")
+        return response
+
+    def summary_scope(self, organization: str | None, authorization: str | None) -> tuple[int | None, str | None]:
+        """Who may see which summary: ``(error status or None, organization to show)``.
+
+        Without an app rule, the ``/metrics`` credentials decide. With one, valid
+        ``/metrics`` credentials (when set) still see everything; otherwise the rule
+        answers True (anything), False/None (nothing) or the caller's organization (that
+        one only; asking for another is a cross-tenant attempt).
+        """
+        rule = self.monitor._summary_access
+        if rule is None:
+            return (None, organization) if self.exporter.authorized(authorization) else (401, None)
+        if self.exporter.protected and self.exporter.authorized(authorization):
+            return None, organization
+        answer = rule(organization)
+        if answer is True:
+            return None, organization
+        if answer is None or answer is False:
+            return 403, None
+        caller = str(answer)
+        if organization is None:
+            return None, caller
+        if not self.security.verify_tenant_isolation(caller, organization):
+            return 403, None
+        return None, organization
+
+    # --- alerts -------------------------------------------------------------------
+    def send_alert(self, level: AlertLevel | str, title: str, message: str, **kwargs: Any) -> SendResult:
+        return self.alerts.send(level, title, message, **kwargs)
 
     def on_cross_tenant(self, caller: str, target: str) -> None:
-        """Hook for the app-side CrossTenantAccessAttempt alert (see alerts.py)."""
+        """The critical app-side CrossTenantAccessAttempt alert (labelled with the caller)."""
+        self.alerts.send(
+            AlertLevel.CRITICAL,
+            "Cross-tenant access attempt",
+            f"Organization {caller} tried to reach data of organization {target}.",
+            organization=caller,
+            alertname="CrossTenantAccessAttempt",
+            annotations={"target_organization": target},
+            dashboard="mpesa-security",
+        )
 
 
 class MPesaMonitor:
@@ -71,6 +184,12 @@ class MPesaMonitor:
 
     def __init__(self, app: Flask | None = None, *, organization_resolver: Callable[[], Any] | None = None) -> None:
         self._organization_resolver = organization_resolver
+        self._user_resolver: Callable[[], Any] | None = None
+        self._summary_access: Callable[[str | None], Any] | None = None
+        self._health_checks: dict[str, tuple[Callable[[], Any], bool, float | None]] = {}
+        self._encryption_self_test: Callable[[], Any] | None = None
+        self._audit_verifier: Callable[[], Any] | None = None
+        self._states: weakref.WeakSet[_State] = weakref.WeakSet()
         self._last_state: _State | None = None
         if app is not None:
             self.init_app(app)
@@ -88,10 +207,18 @@ class MPesaMonitor:
         state = _State(self, app, config)
         app.extensions[EXTENSION_KEY] = state
         state.request_metrics.register(app)
+        app.before_request(state.start_background)
+        app.after_request(state.record_user)
+        from .cli import monitor as monitor_commands
         from .views import bp
 
         app.register_blueprint(bp)
+        app.cli.add_command(monitor_commands)
+        self._states.add(state)
         self._last_state = state
+        for name in self._health_checks:
+            self._apply_health_check(state, name)
+        self._apply_security_hooks(state)
 
     # --- state lookup -------------------------------------------------------------
     def _state(self) -> _State:
@@ -168,3 +295,126 @@ class MPesaMonitor:
         if isinstance(per_minute, bool) or not isinstance(per_minute, (int, float)) or per_minute < 0:
             raise ValueError(f"per_minute must be a non-negative number, got {per_minute!r}.")
         metrics.api_quota_limit.labels(tenancy.organizations(organization)).set(per_minute)
+
+    # --- health -------------------------------------------------------------------
+    def health_check(
+        self, name: str | Callable[[], Any] | None = None, *, critical: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Register an app health check, run with the built-in ones::
+
+            @monitor.health_check("redis", critical=False, timeout=2.0)
+            def redis_ok():
+                return redis_client.ping()
+
+        The function returns None/True (healthy), False (unhealthy), ``"degraded"``, or a
+        dict with ``status`` and details; raising means unhealthy. ``timeout`` defaults
+        to ``MPESA_MONITOR_HEALTH_TIMEOUT``; a ``critical`` check failing makes
+        ``/health/detailed`` answer 503. Applies to every app of this monitor.
+        """
+        if callable(name):  # used bare: @monitor.health_check
+            return self.health_check(None, critical=critical, timeout=timeout)(name)
+
+        def register(func: F) -> F:
+            check_name = name or func.__name__
+            self._health_checks[check_name] = (func, critical, timeout)
+            for state in list(self._states):
+                self._apply_health_check(state, check_name)
+            return func
+
+        return register
+
+    def _apply_health_check(self, state: _State, name: str) -> None:
+        func, critical, timeout = self._health_checks[name]
+        state.health.add(HealthCheck(name, func, timeout or state.config.health_timeout, critical))
+
+    def set_database(self, source: Any, timeout: float | None = None) -> None:
+        """Health-check the database through the app's own access path.
+
+        ``source``: a DSN (``postgresql://...``, ``sqlite:///path``), a SQLAlchemy
+        engine, a psycopg2 pool (which also feeds ``mpesa_mcp_active_connections``) or a
+        callable returning a DB-API connection. Replaces ``MPESA_MONITOR_DATABASE_URL``
+        for the current app (or the last one initialised).
+        """
+        self._state().set_database(source, timeout)
+
+    def encryption_self_test(self, func: F) -> F:
+        """Register the app's encryption self-test: False or an exception makes the
+        ``security`` check unhealthy. Usable as a decorator."""
+        self._encryption_self_test = func
+        for state in list(self._states):
+            self._apply_security_hooks(state)
+        return func
+
+    def audit_verifier(self, func: F) -> F:
+        """Register the app's audit-log verifier, returning the number of tampered entries.
+
+        The count is exported as ``mpesa_audit_tampered_entries``; above zero the
+        ``security`` check is unhealthy and the critical ``AuditLogTampering`` alert is
+        sent. Usable as a decorator.
+        """
+        self._audit_verifier = func
+        for state in list(self._states):
+            self._apply_security_hooks(state)
+        return func
+
+    def _apply_security_hooks(self, state: _State) -> None:
+        state.security_check.encryption_self_test = self._encryption_self_test
+        state.security_check.audit_verifier = self._audit_verifier
+
+    def run_health_checks(self) -> HealthReport:
+        """Run every check of the current app now and return the report (CLI, tests)."""
+        return self._state().health.run_once()
+
+    # --- summary ------------------------------------------------------------------
+    def user_resolver(self, func: F) -> F:
+        """Register the callable naming the current request's user (for ``active_users``).
+
+        Called after each request (not for the monitoring endpoints); None means
+        anonymous. Only a keyed hash of the id is stored::
+
+            @monitor.user_resolver
+            def current_user_id():
+                return getattr(g, "user_id", None)
+        """
+        self._user_resolver = func
+        return func
+
+    def summary_access(self, func: F) -> F:
+        """Register who may read ``/metrics/summary``; replaces the ``/metrics`` guard.
+
+        Called with the requested organization (or None for all) inside the request;
+        returns True (allowed), False/None (403), or the caller's organization: then
+        the caller sees only that one, and asking for another organization is answered
+        403 and counted as a cross-tenant attempt (with its critical alert)::
+
+            @monitor.summary_access
+            def summary_access(organization):
+                return True if g.user.is_admin else g.user.org_id
+        """
+        self._summary_access = func
+        return func
+
+    # --- alerts -------------------------------------------------------------------
+    def send_alert(
+        self,
+        level: AlertLevel | str,
+        title: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        organization: Any = None,
+        alertname: str | None = None,
+    ) -> bool:
+        """Raise an app-side alert through Alertmanager (``MPESA_MONITOR_ALERTMANAGER_URL``).
+
+        Never blocks and never raises for delivery problems: the alert is queued and
+        sent by a background thread with retries. ``alertname`` defaults to the
+        CamelCase of ``title``; ``details`` are masked (no phone numbers or secrets).
+        ``INFO`` is logged, not sent; without a URL every alert is logged at ERROR.
+        Returns False only when the queue was full and the alert was dropped::
+
+            monitor.send_alert(AlertLevel.HIGH, "Float low", "B2C float below 10,000 KES",
+                               organization="acme")
+        """
+        result = self._state().send_alert(level, title, message, details=details, organization=organization,
+                                          alertname=alertname)
+        return result.action != "dropped"

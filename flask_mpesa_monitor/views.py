@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from . import tenancy
 from ._version import __version__
+from .health import HEALTH_JSON
+from .summary import PrometheusSummary, SummaryUnavailable
 
 if TYPE_CHECKING:
     from .extension import _State
@@ -43,3 +47,54 @@ def metrics_endpoint() -> Response:
         return _unauthorized()
     body, content_type = exporter.render(request.headers.get("Accept"))
     return Response(body, status=200, content_type=content_type)
+
+
+@bp.get("/health/detailed")
+def health_detailed() -> Response:
+    """Readiness: the cached check results; 503 when a critical check is unhealthy.
+
+    Details (errors, thresholds) only with ``Authorization: Bearer <HEALTH_TOKEN>``;
+    ``Accept: application/health+json`` gets the IETF draft's shape.
+    """
+    state = _state()
+    report = state.health.report()
+    details = state.health_authorized(request.headers.get("Authorization"))
+    if request.accept_mimetypes.best_match(["application/json", HEALTH_JSON]) == HEALTH_JSON:
+        body, mimetype = report.to_health_json(details, __version__), HEALTH_JSON
+    else:
+        body, mimetype = report.to_dict(details), "application/json"
+    response = Response(json.dumps(body), status=report.http_status, mimetype=mimetype)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/metrics/summary")
+def metrics_summary() -> Response:
+    """The last 24 hours' business figures, for all organizations or ``?organization=X``."""
+    state = _state()
+    organization = request.args.get("organization") or None
+    if organization is not None and not tenancy.organizations.is_valid(organization):
+        response = jsonify(error="bad_request", message="organization must be an organization id.")
+        response.status_code = 400
+        return response
+    error, scope = state.summary_scope(organization, request.headers.get("Authorization"))
+    if error == 401:
+        return _unauthorized()
+    if error is not None:
+        response = jsonify(error="forbidden", message="You may not read this summary.")
+        response.status_code = error
+        return response
+    source = state.summary_source
+    try:
+        figures = source.summary(scope)
+    except SummaryUnavailable as exc:
+        response = jsonify(error="unavailable", message=str(exc))
+        response.status_code = 503
+        return response
+    figures["source"] = "prometheus" if isinstance(source, PrometheusSummary) else "window"
+    if scope is not None:
+        figures["organization"] = scope
+    figures["timestamp"] = utc_now_iso()
+    response = jsonify(figures)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,214 @@
+"""The built-in checks besides ``database``: ``mpesa_api``, ``system`` and ``security``.
+
+Each is a small callable class returning an :class:`~.result.Outcome`; the runner
+times it and bounds it. What each one exports beyond its health gauge
+(``mpesa_system_*_usage_ratio``, ``mpesa_audit_tampered_entries``) it sets itself, so
+the figures stay current whichever way the check ran (background, on demand, CLI).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from .. import metrics
+from ..redact import get_logger, mask_phones
+from .database import describe_error
+from .result import DEGRADED, HEALTHY, UNHEALTHY, Outcome, worst
+
+log = get_logger(__name__)
+
+
+class MPesaAPICheck:
+    """Reachability of Daraja: an OAuth token request when credentials are set, else a GET.
+
+    ``degraded`` when the answer took longer than ``latency_threshold`` seconds,
+    ``unhealthy`` on a connection error, a 5xx, or credentials Daraja refused. The
+    consumer key and secret travel only in the basic-auth header; they are scrubbed from
+    any error text, and the response body (which carries the token) is never read into
+    the output.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        consumer_key: str | None,
+        consumer_secret: str | None,
+        latency_threshold: float,
+        timeout: float,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = (consumer_key, consumer_secret) if consumer_key and consumer_secret else None
+        self.latency_threshold = latency_threshold
+        self.timeout = timeout
+
+    @property
+    def url(self) -> str:
+        if self._auth is not None:
+            return f"{self.base_url}/oauth/v1/generate?grant_type=client_credentials"
+        return self.base_url
+
+    def __call__(self) -> Outcome:
+        import requests
+
+        details: dict[str, Any] = {
+            "url": self.url,
+            "oauth": self._auth is not None,
+            "latency_threshold_s": self.latency_threshold,
+        }
+        started = time.perf_counter()
+        try:
+            response = requests.get(self.url, auth=self._auth, timeout=self.timeout)
+            response.close()
+        except requests.RequestException as exc:
+            return Outcome(UNHEALTHY, error=self._scrub(describe_error(exc)), details=details)
+        seconds = time.perf_counter() - started
+        details["http_status"] = response.status_code
+        details["latency_ms"] = round(seconds * 1000, 1)
+        observed = (round(seconds * 1000, 1), "ms")
+        if response.status_code >= 500:
+            return Outcome(UNHEALTHY, f"Daraja answered HTTP {response.status_code}", details, observed)
+        if self._auth is not None and response.status_code >= 400:
+            return Outcome(UNHEALTHY, f"Daraja refused the OAuth credentials (HTTP {response.status_code})",
+                           details, observed)
+        if seconds > self.latency_threshold:
+            return Outcome(DEGRADED, f"Daraja answered in {seconds:.2f} s (threshold "
+                                     f"{self.latency_threshold:g} s)", details, observed)
+        return Outcome(HEALTHY, None, details, observed)
+
+    def _scrub(self, text: str) -> str:
+        if self._auth is not None:
+            for secret in self._auth:
+                if secret:
+                    text = text.replace(secret, "***")
+        return text
+
+
+class SystemCheck:
+    """Host CPU, memory and disk usage through psutil, exported as ratios 0..1."""
+
+    def __init__(self, cpu_warning: float, memory_warning: float, disk_warning: float, disk_path: str) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.thresholds = {"cpu": cpu_warning, "memory": memory_warning, "disk": disk_warning}
+        self.disk_path = disk_path
+        # cpu_percent(interval=None) compares with the previous call: prime it now so
+        # the first check reads a real figure instead of 0.0, without sleeping.
+        psutil.cpu_percent(interval=None)
+
+    def __call__(self) -> Outcome:
+        psutil = self._psutil
+        ratios = {
+            "cpu": psutil.cpu_percent(interval=None) / 100.0,
+            "memory": psutil.virtual_memory().percent / 100.0,
+            "disk": psutil.disk_usage(self.disk_path).percent / 100.0,
+        }
+        metrics.system_cpu_usage_ratio.set(ratios["cpu"])
+        metrics.system_memory_usage_ratio.set(ratios["memory"])
+        metrics.system_disk_usage_ratio.set(ratios["disk"])
+        over = [name for name, ratio in ratios.items() if ratio > self.thresholds[name]]
+        details: dict[str, Any] = {}
+        for name, ratio in ratios.items():
+            details[f"{name}_usage_ratio"] = round(ratio, 4)
+            details[f"{name}_warning_ratio"] = self.thresholds[name]
+        error = None
+        if over:
+            error = "above warning threshold: " + ", ".join(
+                f"{name} {ratios[name]:.0%} > {self.thresholds[name]:.0%}" for name in over)
+        return Outcome(DEGRADED if over else HEALTHY, error, details,
+                       (round(max(ratios.values()) * 100, 1), "percent"))
+
+
+class SecurityCheck:
+    """``degraded`` right after a cross-tenant attempt or an auth-failure burst;
+    ``unhealthy`` when the app's encryption self-test fails or its audit-log verifier
+    reports tampered entries (which also raises the critical ``AuditLogTampering``
+    app-side alert, re-sent at most every ``resend_interval`` seconds while it lasts).
+    """
+
+    def __init__(
+        self,
+        tracker: Any,
+        window: float,
+        send_alert: Callable[..., Any] | None = None,
+        resend_interval: float = 60.0,
+    ) -> None:
+        self.tracker = tracker
+        self.window = window
+        self.encryption_self_test: Callable[[], Any] | None = None
+        self.audit_verifier: Callable[[], Any] | None = None
+        self._send_alert = send_alert
+        self.resend_interval = resend_interval
+        self._alerted: tuple[int, float] | None = None  # (tampered, monotonic time sent)
+
+    def __call__(self) -> Outcome:
+        self.tracker.refresh()
+        statuses = [HEALTHY]
+        errors: list[str] = []
+        details: dict[str, Any] = {"window_s": self.window}
+        incident = self.tracker.recent_incident(self.window)
+        if incident is not None:
+            statuses.append(DEGRADED)
+            errors.append(f"{incident} in the last {self.window:g} s")
+            details["incident"] = incident
+        if self.encryption_self_test is not None:
+            ok, error = self._run_self_test()
+            details["encryption_self_test"] = "passed" if ok else "failed"
+            if not ok:
+                statuses.append(UNHEALTHY)
+                errors.append(error)
+        if self.audit_verifier is not None:
+            tampered, error = self._run_audit_verifier()
+            if error is not None:
+                statuses.append(UNHEALTHY)
+                errors.append(error)
+            else:
+                details["audit_tampered_entries"] = tampered
+                if tampered:
+                    statuses.append(UNHEALTHY)
+                    errors.append(f"{tampered} tampered audit log entries")
+        return Outcome(worst(statuses), "; ".join(errors) or None, details)
+
+    def _run_self_test(self) -> tuple[bool, str]:
+        assert self.encryption_self_test is not None
+        try:
+            result = self.encryption_self_test()
+        except Exception as exc:
+            return False, f"encryption self-test raised {describe_error(exc)}"
+        if result is False:
+            return False, "encryption self-test failed"
+        return True, ""
+
+    def _run_audit_verifier(self) -> tuple[int, str | None]:
+        assert self.audit_verifier is not None
+        try:
+            raw = self.audit_verifier()
+            tampered = int(raw)
+            if tampered < 0 or isinstance(raw, bool):
+                raise ValueError(f"expected a count of tampered entries, got {raw!r}")
+        except Exception as exc:
+            return 0, f"audit log verifier raised {describe_error(exc)}"
+        metrics.audit_tampered_entries.set(tampered)
+        if tampered:
+            self._alert(tampered)
+        else:
+            self._alerted = None
+        return tampered, None
+
+    def _alert(self, tampered: int) -> None:
+        now = time.monotonic()
+        if self._alerted is not None:
+            last_count, last_time = self._alerted
+            if last_count == tampered and now - last_time < self.resend_interval:
+                return
+        self._alerted = (tampered, now)
+        if self._send_alert is None:
+            return
+        self._send_alert(
+            "critical",
+            "Audit log tampering",
+            mask_phones(f"The audit log verifier found {tampered} tampered entries."),
+            details={"tampered_entries": tampered},
+            alertname="AuditLogTampering",
+        )
