@@ -175,6 +175,17 @@ def test_e2e_alert_survives_an_alertmanager_restart_and_arrives_once(stack):
         assert len(firing) == 1, (channel, firing)
 
 
+def test_e2e_tampered_audit_entry_pages(stack):
+    Demo(stack, "acme").push(1)
+    fault = time.time()
+    stack.postgres.admin_execute("UPDATE transactions SET status = 'refunded' WHERE checkout_id IN "
+                                 "(SELECT checkout_id FROM transactions LIMIT 1)", database=stack.postgres.database)
+    seconds = wait_for_notification(stack, CHANNELS, "AuditLogTampering", since=fault)
+    print(f"\nAuditLogTampering: fault -> notification {seconds} s")
+    stack.postgres.admin_execute("UPDATE transactions SET status = 'success' WHERE status = 'refunded'",
+                                 database=stack.postgres.database)
+
+
 def test_e2e_database_down_pages_then_resolves(stack):
     fault = time.time()
     stack.postgres.stop()

@@ -77,6 +77,13 @@ class Store:
         keys = ("checkout_id", "amount", "status", "result_code", "created_at")
         return [dict(zip(keys, (float(v) if k == "amount" else v for k, v in zip(keys, row)))) for row in rows]
 
+    @monitor_database_operation("audit_check")
+    def tampered_rows(self) -> int:
+        rows = self._execute("SELECT count(*) FROM transactions WHERE status NOT IN ('pending', 'success', "
+                             "'customer_cancelled', 'customer_error', 'timeout', 'provider_error', 'system_error') "
+                             "OR amount <= 0", fetch=True)
+        return int(rows[0][0])
+
     @monitor_database_operation("balance")
     def balance(self, organization: str) -> float:
         rows = self._execute("SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE organization = ? "
