@@ -2,20 +2,38 @@
 
 Whether metrics are multiprocess is decided once, when the exporter is built: under
 gunicorn with ``PROMETHEUS_MULTIPROC_DIR`` set, each scrape aggregates every worker's
-files through prometheus_client's ``MultiProcessCollector``; otherwise it renders the
-process registry.
+files; otherwise it renders the process registry.
+
+Aggregating workers' files is the expensive scrape (seconds with hundreds of
+organizations through prometheus_client's ``MultiProcessCollector``, which starts from
+nothing every time). :class:`MultiProcessRenderer` keeps what does not change between
+scrapes: the files are append-only and their keys never change, so each key is parsed
+once, with its exposition line prefix rendered once, and a scrape reads only the values
+(and the entries added since the last scrape). It writes the Prometheus text format; a
+scraper that accepts only OpenMetrics gets prometheus_client's encoder. Prometheus
+itself accepts both (``text/plain;version=0.0.4;q=0.5`` in its ``Accept``), and nothing
+here needs OpenMetrics (no exemplars; ``*_created`` are off).
 """
 
 from __future__ import annotations
 
 import base64
+import glob
 import hmac
+import json
+import mmap
 import os
+import struct
+import threading
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
 
 from . import metrics
+
+#: What :class:`MultiProcessRenderer` writes: the Prometheus text format 0.0.4.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsExporter:
@@ -25,11 +43,13 @@ class MetricsExporter:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
             "prometheus_multiproc_dir"
         )
+        self._renderer: MultiProcessRenderer | None = None
         if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
             self.registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(self.registry, path=self.multiprocess_dir)
+            self._renderer = MultiProcessRenderer(self.multiprocess_dir)
         else:
             self.registry = metrics.registry
         self._token = token.encode() if token else None
@@ -61,6 +81,270 @@ class MetricsExporter:
         return False
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
-        """The exposition body and its content type (OpenMetrics when ``accept`` asks)."""
+        """The exposition body and its content type (OpenMetrics when ``accept`` asks).
+
+        Multiprocess: the text format through :class:`MultiProcessRenderer` whenever the
+        scraper accepts it, OpenMetrics only for a scraper that accepts nothing else.
+        """
+        if self._renderer is not None and _accepts_text(accept):
+            return self._renderer.render(), TEXT_CONTENT_TYPE
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+def _accepts_text(accept: str | None) -> bool:
+    """True when an ``Accept`` header allows the Prometheus text format (or says nothing)."""
+    if not accept or "application/openmetrics-text" not in accept:
+        return True
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media.strip() in ("text/plain", "text/*", "*/*") and q > 0:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- multiprocess
+
+_INT = struct.Struct("i").unpack_from
+_DOUBLE = struct.Struct("d").unpack_from
+_TWO_DOUBLES = struct.Struct("dd").unpack_from
+
+_SUM_MODES = {"sum", "livesum"}
+_MIN_MODES = {"min", "livemin"}
+_MAX_MODES = {"max", "livemax"}
+_RECENT_MODES = {"mostrecent", "livemostrecent"}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _labels_text(labels: list[tuple[str, str]]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels)) + "}"
+
+
+class _Family:
+    __slots__ = ("name", "type", "help", "keys", "series")
+
+    def __init__(self, name: str, type_: str, help_text: str) -> None:
+        self.name, self.type, self.help = name, type_, help_text
+        self.keys: list[_Key] = []  # non-bucket samples, first-seen order
+        self.series: dict[tuple, _Series] = {}  # histograms: base labels -> series
+
+
+class _Series:
+    """One histogram series: its bucket keys sorted by ``le`` and its ``_count`` line."""
+
+    __slots__ = ("buckets", "count_prefix")
+
+    def __init__(self, count_prefix: str) -> None:
+        self.buckets: list[_Key] = []
+        self.count_prefix = count_prefix
+
+
+class _Key:
+    __slots__ = ("family", "prefix", "le", "series", "labels", "name")
+
+    def __init__(self, family: _Family, name: str, labels: list[tuple[str, str]], le: float | None,
+                 series: _Series | None) -> None:
+        self.family, self.name, self.labels, self.le, self.series = family, name, labels, le, series
+        self.prefix = f"{name}{_labels_text(labels)} "
+
+
+class _File:
+    __slots__ = ("used", "keys", "positions")
+
+    def __init__(self) -> None:
+        self.used = 8
+        self.keys: list[_Key] = []
+        self.positions: list[int] = []
+
+
+class MultiProcessRenderer:
+    """Text exposition of every worker's files in ``path``, caching keys between scrapes.
+
+    Per process that serves ``/metrics`` it keeps each distinct key parsed once (with its
+    line prefix ``name{label="value",...} `` rendered once), and per file the keys and
+    value offsets read so far. A scrape then costs one unpack and one addition per
+    entry and one string concatenation per line. Same samples as
+    ``MultiProcessCollector`` + ``generate_latest`` (the tests compare them); families in
+    first-seen order, histogram buckets ascending, then ``_count`` and ``_sum``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._keys: dict[str, _Key] = {}
+        self._families: dict[str, _Family] = {}
+        self._files: dict[str, _File] = {}
+        self._lock = threading.Lock()  # gthread workers may serve two scrapes at once
+
+    # --- reading ------------------------------------------------------------------
+    def _key(self, text: str, type_: str) -> _Key:
+        key = self._keys.get(text)
+        if key is not None:
+            return key
+        family_name, name, labels, help_text = json.loads(text)
+        family = self._families.get(family_name)
+        if family is None:
+            family = self._families[family_name] = _Family(family_name, type_, help_text)
+        items = [(k, str(v)) for k, v in labels.items()]
+        le = None
+        series = None
+        if type_ == "histogram" and name.endswith("_bucket"):
+            base = [(k, v) for k, v in items if k != "le"]
+            le = float(labels.get("le", "+Inf"))
+            items = base + [("le", floatToGoString(le))]
+            series_key = tuple(sorted(base))
+            series = family.series.get(series_key)
+            if series is None:
+                series = family.series[series_key] = _Series(f"{family_name}_count{_labels_text(base)} ")
+            key = _Key(family, name, items, le, series)
+            series.buckets.append(key)
+            series.buckets.sort(key=lambda b: b.le)
+        else:
+            key = _Key(family, name, items, None, None)
+            family.keys.append(key)
+        self._keys[text] = key
+        return key
+
+    def _read(self, path: str, type_: str) -> tuple[_File, mmap.mmap, int] | None:
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:  # a live gauge file removed by mark_process_dead meanwhile
+            return None
+        with handle:
+            header = handle.read(4)
+            if len(header) < 4:
+                return None
+            # ``used`` first, the size after: a writer grows the file before it writes
+            # past the old end and updates ``used`` last, so size >= used here.
+            used = _INT(header, 0)[0]
+            size = os.fstat(handle.fileno()).st_size
+            if used < 8 or used > size:
+                return None
+            data = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
+        cached = self._files.get(path)
+        if cached is None or used < cached.used:  # new file, or a new file under an old name
+            cached = self._files[path] = _File()
+        pos = cached.used
+        while pos < used:
+            length = _INT(data, pos)[0]
+            if length + pos > used:
+                raise RuntimeError(f"Read beyond file size detected, {path} is corrupted.")
+            pos += 4
+            text = data[pos:pos + length].decode("utf-8")
+            pos += length + (8 - (length + 4) % 8)
+            cached.keys.append(self._key(text, type_))
+            cached.positions.append(pos)
+            pos += 16
+        cached.used = used
+        return cached, data, used
+
+    # --- scrape -------------------------------------------------------------------
+    def render(self) -> bytes:
+        """The text exposition of every worker's metrics, right now."""
+        with self._lock:
+            return self._render()
+
+    def _render(self) -> bytes:
+        files = glob.glob(os.path.join(self.path, "*.db"))
+        for gone in set(self._files) - set(files):
+            del self._files[gone]
+        sums: dict[_Key, float] = {}
+        gauges: dict[_Key, float] = {}
+        recent: dict[_Key, tuple[float, float]] = {}
+        per_pid: dict[tuple[_Key, str], float] = {}
+        for path in files:
+            parts = os.path.basename(path)[:-3].split("_")
+            type_ = parts[0]
+            mode = parts[1] if type_ == "gauge" else ""
+            read = self._read(path, type_)
+            if read is None:
+                continue
+            cached, data, _used = read
+            try:
+                if type_ != "gauge":
+                    get = sums.get
+                    for key, pos in zip(cached.keys, cached.positions):
+                        sums[key] = get(key, 0.0) + _DOUBLE(data, pos)[0]
+                elif mode in _SUM_MODES:
+                    get = gauges.get
+                    for key, pos in zip(cached.keys, cached.positions):
+                        gauges[key] = get(key, 0.0) + _DOUBLE(data, pos)[0]
+                elif mode in _MIN_MODES or mode in _MAX_MODES:
+                    pick = min if mode in _MIN_MODES else max
+                    for key, pos in zip(cached.keys, cached.positions):
+                        value = _DOUBLE(data, pos)[0]
+                        gauges[key] = pick(gauges[key], value) if key in gauges else value
+                elif mode in _RECENT_MODES:
+                    for key, pos in zip(cached.keys, cached.positions):
+                        value, stamp = _TWO_DOUBLES(data, pos)
+                        if key not in recent or recent[key][1] < stamp:
+                            recent[key] = (value, stamp)
+                else:  # all / liveall: one series per process, labelled with its pid
+                    pid = parts[-1]
+                    for key, pos in zip(cached.keys, cached.positions):
+                        per_pid[(key, pid)] = _DOUBLE(data, pos)[0]
+            finally:
+                data.close()
+        for key, (value, _stamp) in recent.items():
+            gauges[key] = value
+        return self._encode(sums, gauges, per_pid)
+
+    def _encode(self, sums: dict[_Key, float], gauges: dict[_Key, float],
+                per_pid: dict[tuple[_Key, str], float]) -> bytes:
+        out: list[str] = []
+        fmt = floatToGoString
+        pid_keys: dict[_Family, list[tuple[_Key, str]]] = {}
+        for key, pid in per_pid:
+            pid_keys.setdefault(key.family, []).append((key, pid))
+        for family in self._families.values():
+            lines: list[str] = []
+            if family.type == "gauge":
+                for key in family.keys:
+                    if key in gauges:
+                        lines.append(f"{key.prefix}{fmt(gauges[key])}\n")
+                for key, pid in pid_keys.get(family, ()):
+                    labels = key.labels + [("pid", pid)]
+                    lines.append(f"{key.name}{_labels_text(labels)} {fmt(per_pid[(key, pid)])}\n")
+            elif family.type == "histogram":
+                sums_by_series: dict[tuple, list[str]] = {}
+                for key in family.keys:  # _sum (and _count written by old clients)
+                    if key in sums and not key.name.endswith("_count"):
+                        sums_by_series.setdefault(tuple(sorted(key.labels)), []).append(
+                            f"{key.prefix}{fmt(sums[key])}\n")
+                for series_key, series in family.series.items():
+                    acc, seen = 0.0, False
+                    for bucket in series.buckets:
+                        value = sums.get(bucket)
+                        if value is None:
+                            continue
+                        seen = True
+                        acc += value
+                        lines.append(f"{bucket.prefix}{fmt(acc)}\n")
+                    if seen:
+                        lines.append(f"{series.count_prefix}{fmt(acc)}\n")
+                        lines.extend(sums_by_series.pop(series_key, ()))
+                for rest in sums_by_series.values():
+                    lines.extend(rest)
+            else:
+                for key in family.keys:
+                    if key in sums:
+                        lines.append(f"{key.prefix}{fmt(sums[key])}\n")
+            if not lines:
+                continue
+            name = family.name + "_total" if family.type == "counter" else family.name
+            help_text = family.help.replace("\\", r"\\").replace("\n", r"\n")
+            out.append(f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n")
+            out.extend(lines)
+        return "".join(out).encode("utf-8")

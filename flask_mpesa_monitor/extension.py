@@ -23,7 +23,7 @@ import hmac
 import weakref
 from typing import Any, Callable, TypeVar
 
-from flask import Flask, Response, current_app, has_app_context, request
+from flask import Flask, current_app, has_app_context
 
 from . import metrics, tenancy
 from ._version import __version__
@@ -53,7 +53,8 @@ class _State:
         self.config = config
         self.exporter = MetricsExporter(config.metrics_token, config.metrics_basic_auth)
         self.request_metrics = RequestMetrics(
-            config.excluded_paths, config.organization_header, monitor._resolve_organization
+            config.excluded_paths, config.organization_header, monitor._resolve_organization,
+            on_request=self.start_background, on_recorded=self.record_user,
         )
         self.security = SecurityTracker(
             config.auth_failure_threshold,
@@ -115,22 +116,21 @@ class _State:
         return hmac.compare_digest(credentials.strip().encode(), self._health_token)
 
     def start_background(self) -> None:
-        """``before_request`` hook: start this worker's health thread on its first request."""
+        """At every request: start this worker's health thread on its first one (after fork)."""
         self.health.ensure_started()
 
     # --- summary ------------------------------------------------------------------
-    def record_user(self, response: Response) -> Response:
-        """``after_request`` hook feeding ``active_users`` from the app's user resolver."""
+    def record_user(self, organization: str) -> None:
+        """After each counted request: feed ``active_users`` from the app's user resolver."""
         resolver = self.monitor._user_resolver
-        if resolver is None or request.path in self.config.excluded_paths:
-            return response
+        if resolver is None:
+            return
         try:
             user = resolver()
             if user is not None and user != "":
-                self.summary.record_user(self.request_metrics.organization(), user)
+                self.summary.record_user(organization, user)
         except Exception:  # an app resolver failing must not fail the request
             log.exception("the user resolver failed")
-        return response
 
     def summary_scope(self, organization: str | None, authorization: str | None) -> tuple[int | None, str | None]:
         """Who may see which summary: ``(error status or None, organization to show)``.
@@ -207,8 +207,6 @@ class MPesaMonitor:
         state = _State(self, app, config)
         app.extensions[EXTENSION_KEY] = state
         state.request_metrics.register(app)
-        app.before_request(state.start_background)
-        app.after_request(state.record_user)
         from .cli import monitor as monitor_commands
         from .views import bp
 

@@ -4,7 +4,7 @@ import logging
 import re
 
 import pytest
-from flask import Flask, request
+from flask import Flask
 
 from flask_mpesa_monitor import MPesaMonitor, monitor_mcp_tool, monitor_mpesa_operation
 from flask_mpesa_monitor.redact import mask_phone, mask_phones, redact
