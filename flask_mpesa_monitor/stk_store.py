@@ -119,9 +119,20 @@ class SQLitePendingStore:
         # One connection per process: a connection must not cross a fork.
         if self._conn is None or self._pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Workers starting together race to switch the file to WAL and create the
+            # tables; switching needs a moment alone with the file, which busy_timeout
+            # does not cover: retry briefly (bounded).
+            for attempt in range(50):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 49:
+                        conn.close()
+                        raise
+                    time.sleep(0.02)
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

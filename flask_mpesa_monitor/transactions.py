@@ -96,7 +96,11 @@ class TransactionTracker:
         metrics.stk_pushes_total.labels(org).inc()
         if not checkout_request_id:
             return
-        evicted = self.store.add(str(checkout_request_id), Push(org, time.time(), float(amount or 0)))
+        try:
+            evicted = self.store.add(str(checkout_request_id), Push(org, time.time(), float(amount or 0)))
+        except Exception:  # the shared table failing must not fail the payment request
+            log.exception("could not remember the pending STK push")
+            return
         metrics.stk_pending.labels(org).inc()
         self._missing(evicted)  # the table is full: the oldest pushes will never be matched
         self.expire()
@@ -120,7 +124,11 @@ class TransactionTracker:
             raise
         outcome = daraja.classify_result_code(code, "stk_push")
         amount = _amount(callback) if outcome == daraja.SUCCESS else 0.0
-        previous, push = self.store.complete(checkout, Completion(outcome, code, amount))
+        try:
+            previous, push = self.store.complete(checkout, Completion(outcome, code, amount))
+        except Exception:  # count the callback anyway: losing it would hide a payment
+            log.exception("could not match the STK callback with its push")
+            previous, push = None, None
         if previous is not None:
             return CallbackResult(checkout, previous.outcome, previous.result_code, previous.amount, duplicate=True)
         started = initiated_at if initiated_at is not None else (push.started if push else None)
@@ -138,7 +146,11 @@ class TransactionTracker:
     def expire(self, now: float | None = None) -> int:
         """Count pushes pending past the callback timeout as missing (once each)."""
         now = time.time() if now is None else now
-        expired = self.store.expire(now - self.callback_timeout)
+        try:
+            expired = self.store.expire(now - self.callback_timeout)
+        except Exception:
+            log.exception("could not expire pending STK pushes")
+            return 0
         self._missing(expired)
         return len(expired)
 

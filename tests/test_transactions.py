@@ -163,3 +163,51 @@ def test_default_store_is_shared_when_metrics_are_multiprocess(tmp_path, monkeyp
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     store = default_store(10)
     assert isinstance(store, SQLitePendingStore) and not store.path.endswith(".db")
+
+
+def test_shared_store_survives_workers_opening_it_together(tmp_path):
+    """Four processes open the shared table at the same moment (gunicorn workers after
+    fork): every push is remembered, none fails with "database is locked"."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    results = context.Queue()
+
+    def worker(index):
+        from flask_mpesa_monitor.stk_store import Push, SQLitePendingStore
+
+        store = SQLitePendingStore(str(tmp_path / "race.sqlite"), max_pending=100)
+        barrier.wait(10)
+        try:
+            store.add(f"ws_CO_race_{index}", Push("race", time.time(), 1.0))
+            results.put("ok")
+        except Exception as exc:  # reported to the test
+            results.put(repr(exc))
+
+    processes = [context.Process(target=worker, args=(i,)) for i in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(30)
+    assert sorted(results.get(timeout=5) for _ in processes) == ["ok"] * 4
+    from flask_mpesa_monitor.stk_store import SQLitePendingStore
+
+    assert SQLitePendingStore(str(tmp_path / "race.sqlite"), 100).pending_count() == 4
+
+
+def test_store_failure_does_not_break_the_payment_flow(monitor):
+    class BrokenStore:
+        def add(self, *args):
+            raise OSError("disk full")
+
+        complete = expire = add
+
+        def pending_count(self):
+            return 0
+
+    monitor._state().transactions.store = BrokenStore()
+    ok = Delta("mpesa_transactions_total", organization="broken", type="stk_push", outcome="success")
+    monitor.record_stk_push("broken", "ws_CO_broken", 5)
+    result = monitor.record_stk_callback(callback("ws_CO_broken", 0, amount=5), "broken")
+    assert result.outcome == "success" and ok.change() == 1
