@@ -25,12 +25,16 @@ import mmap
 import os
 import struct
 import threading
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.utils import floatToGoString
 
 from . import metrics
+from .redact import get_logger
+
+log = get_logger(__name__)
 
 #: What :class:`MultiProcessRenderer` writes: the Prometheus text format 0.0.4.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -43,7 +47,7 @@ class MetricsExporter:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
             "prometheus_multiproc_dir"
         )
-        self._renderer: MultiProcessRenderer | None = None
+        self._renderer: MultiProcessRenderer | ProcessRenderer | None = None
         if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
@@ -52,6 +56,7 @@ class MetricsExporter:
             self._renderer = MultiProcessRenderer(self.multiprocess_dir)
         else:
             self.registry = metrics.registry
+            self._renderer = ProcessRenderer(self.registry, list(metrics.CATALOGUE.values()))
         self._token = token.encode() if token else None
         self._basic = basic_auth.encode() if basic_auth else None
 
@@ -83,8 +88,9 @@ class MetricsExporter:
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when ``accept`` asks).
 
-        Multiprocess: the text format through :class:`MultiProcessRenderer` whenever the
-        scraper accepts it, OpenMetrics only for a scraper that accepts nothing else.
+        The text format through :class:`MultiProcessRenderer` (gunicorn workers) or
+        :class:`ProcessRenderer` whenever the scraper accepts it (Prometheus does),
+        OpenMetrics through prometheus_client only for a scraper that accepts nothing else.
         """
         if self._renderer is not None and _accepts_text(accept):
             return self._renderer.render(), TEXT_CONTENT_TYPE
@@ -348,3 +354,94 @@ class MultiProcessRenderer:
             out.append(f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n")
             out.extend(lines)
         return "".join(out).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- one process
+
+
+class _Others:
+    """The registry's collectors other than ours, as something ``generate_latest`` reads."""
+
+    def __init__(self, registry: CollectorRegistry, ours: list[Any]) -> None:
+        self.registry, self.ours = registry, {id(metric) for metric in ours}
+
+    def collect(self) -> Iterator[Any]:
+        with self.registry._lock:  # type: ignore[attr-defined]
+            collectors = [c for c in self.registry._collector_to_names if id(c) not in self.ours]  # type: ignore[attr-defined]
+        for collector in collectors:
+            yield from collector.collect()
+
+
+class ProcessRenderer:
+    """The text exposition of one process, with each series' line prefix built once.
+
+    prometheus_client renders by collecting every sample into new objects and escaping
+    every label of every line at each scrape: about 1.6 s for 500 organizations' 110k
+    lines on a small machine. The catalogue's metrics are read here straight from their
+    children (label values -> value objects), and a series' rendered name and labels are
+    kept between scrapes, so a scrape costs one value read and one join per line. Other
+    collectors of the registry (process, platform, the app's own metrics) go through
+    prometheus_client as usual. Should a prometheus_client release rename the internals
+    read here, the renderer falls back to ``generate_latest`` for everything.
+    """
+
+    def __init__(self, registry: CollectorRegistry, ours: list[Any]) -> None:
+        self.registry = registry
+        self.ours = ours
+        self._others = _Others(registry, ours)
+        self._prefixes: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._broken = False
+
+    def render(self) -> bytes:
+        if not self._broken:
+            try:
+                lines: list[str] = []
+                for metric in self.ours:
+                    self._metric(metric, lines)
+                return "".join(lines).encode() + generate_latest(self._others)
+            except (AttributeError, TypeError):
+                log.exception("prometheus_client internals changed: rendering without the cache")
+                self._broken = True
+        return generate_latest(self.registry)
+
+    def _children(self, metric: Any) -> list[tuple[tuple[str, ...], Any]]:
+        if not metric._labelnames:
+            return [((), metric)]
+        with metric._lock:
+            return list(metric._metrics.items())
+
+    def _prefix(self, metric: Any, values: tuple[str, ...]) -> Any:
+        key = (id(metric), values)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            pairs = list(zip(metric._labelnames, values))
+            name = metric._name
+            if metric._type == "histogram":
+                base = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+                sep = "," if base else ""
+                bounds = [floatToGoString(b) for b in metric._upper_bounds]
+                prefix = ([f'{name}_bucket{{{base}{sep}le="{b}"}} ' for b in bounds],
+                          f"{name}_count{_labels_text(pairs)} ", f"{name}_sum{_labels_text(pairs)} ")
+            else:
+                suffix = "_total" if metric._type == "counter" else ""
+                prefix = f"{name}{suffix}{_labels_text(pairs)} "
+            self._prefixes[key] = prefix
+        return prefix
+
+    def _metric(self, metric: Any, lines: list[str]) -> None:
+        type_ = metric._type
+        name = metric._name + ("_total" if type_ == "counter" else "")
+        help_text = metric._documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {type_}\n")
+        for values, child in self._children(metric):
+            prefix = self._prefix(metric, values)
+            if type_ == "histogram":
+                buckets, count_prefix, sum_prefix = prefix
+                total = 0.0
+                for line, bucket in zip(buckets, child._buckets):
+                    total += bucket.get()
+                    lines.append(f"{line}{floatToGoString(total)}\n")
+                lines.append(f"{count_prefix}{floatToGoString(total)}\n")
+                lines.append(f"{sum_prefix}{floatToGoString(child._sum.get())}\n")
+            else:
+                lines.append(f"{prefix}{floatToGoString(child._value.get())}\n")
