@@ -23,21 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 
-#: Recording rules promised by the rules' author (RECORDING_RULES.md): used only while
-#: deploy/prometheus/rules/ holds no recording rule yet.
-FALLBACK_RECORDING_RULES = frozenset({
-    ":mpesa_mcp_requests:rate5m",
-    ":mpesa_mcp_requests:error_ratio_rate5m",
-    ":mpesa_mcp_request_duration_seconds:p95_5m",
-    "organization:mpesa_mcp_requests:rate5m",
-    "organization:mpesa_api_calls:rate5m",
-    "organization:mpesa_api_calls:error_ratio_rate5m",
-    "organization:mpesa_transactions:failure_ratio_rate10m",
-    "organization:mpesa_transactions:success_ratio_rate1h",
-    ":mpesa_stk_slo:objective",
-    *(f":mpesa_stk_errors:ratio_rate{w}" for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")),
-    ":mpesa_db_query_duration_seconds:p95_5m",
-})
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(.+?)\s*,\s*(\w+)\s*\)\s*$")
@@ -139,7 +124,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def recording_rule_names(rules_dir: Path = RULES_DIR) -> frozenset[str]:
-    """``record:`` names of deploy/prometheus/rules/*.yml, or the promised list."""
+    """``record:`` names of deploy/prometheus/rules/*.yml."""
     import yaml
 
     names = set()
@@ -149,7 +134,7 @@ def recording_rule_names(rules_dir: Path = RULES_DIR) -> frozenset[str]:
             for rule in group.get("rules", []):
                 if "record" in rule:
                     names.add(rule["record"])
-    return frozenset(names) if names else FALLBACK_RECORDING_RULES
+    return frozenset(names)
 
 
 def catalogue_series() -> frozenset[str]:

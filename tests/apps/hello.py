@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
+from tests.apps.rendezvous import rendezvous
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 
 REQUESTS = Counter("hello_requests", "Requests to /count.")
@@ -40,17 +38,7 @@ def _reply(start_response: StartResponse, status: str, body: bytes, content_type
 
 def _rendezvous(query: str) -> list[int]:
     token = urllib.parse.parse_qs(query).get("token", ["default"])[0]
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", token):
-        raise ValueError("bad token")
-    directory = Path(os.environ["HELLO_RENDEZVOUS_DIR"]) / token
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / str(os.getpid())).touch()
-    deadline = time.monotonic() + 5.0
-    while True:
-        pids = sorted(int(p.name) for p in directory.iterdir())
-        if len(pids) >= 2 or time.monotonic() > deadline:
-            return pids
-        time.sleep(0.02)
+    return rendezvous("HELLO_RENDEZVOUS_DIR", token)
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

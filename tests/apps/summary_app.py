@@ -16,13 +16,11 @@ The user of a request is its ``X-User`` header. Every answer carries ``X-Worker-
 from __future__ import annotations
 
 import os
-import re
-import time
-from pathlib import Path
 
 from flask import Flask, jsonify, request
 
 from flask_mpesa_monitor import MPesaMonitor
+from tests.apps.rendezvous import rendezvous
 
 app = Flask(__name__)
 monitor = MPesaMonitor(app)
@@ -45,17 +43,7 @@ def index():
 
 
 def _rendezvous(token: str) -> list[int]:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", token):
-        raise ValueError("bad token")
-    directory = Path(os.environ["SUMMARY_RENDEZVOUS_DIR"]) / token
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / str(os.getpid())).touch()
-    deadline = time.monotonic() + 5.0
-    while True:
-        pids = sorted(int(p.name) for p in directory.iterdir())
-        if len(pids) >= 2 or time.monotonic() > deadline:
-            return pids
-        time.sleep(0.02)
+    return rendezvous("SUMMARY_RENDEZVOUS_DIR", token)
 
 
 @app.post("/pay/<org_id>")
