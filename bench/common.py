@@ -36,7 +36,7 @@ class Target:
     name: str
     goal: str
     measured: str
-    met: bool | None  # None: not measurable in this run (skipped, TODO)
+    met: bool | None  # None: not measured in this run (skipped)
     reason: str = ""
 
 
