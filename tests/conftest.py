@@ -90,15 +90,16 @@ def fresh_database(postgres: PostgresServer) -> Iterator[str]:
         postgres.drop_database(name)
 
 
-@pytest.fixture
-def prometheus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrometheusServer]]:
-    """``prometheus_factory(config, rule_files=..., port=..., extra_args=...)`` -> started
-    PrometheusServer; every one is stopped at teardown. Logs stay in pytest's tmp dir."""
-    started: list[PrometheusServer] = []
+def _server_factory(cls: type, tmp_path_factory: pytest.TempPathFactory, **defaults: Any) -> Iterator[Callable[..., Any]]:
+    """Yield ``make(first_arg, **kwargs)`` -> a started ``cls``; stop them all at teardown.
+    Each server gets its own directory in pytest's tmp dir (its logs stay there)."""
+    started: list[Any] = []
 
-    def make(config: Any, **kwargs: Any) -> PrometheusServer:
-        kwargs.setdefault("base_dir", tmp_path_factory.mktemp("prometheus"))
-        server = PrometheusServer(config, **kwargs)
+    def make(first: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("base_dir", tmp_path_factory.mktemp(cls.__name__.lower()))
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
+        server = cls(first, **kwargs)
         started.append(server)
         server.start()
         return server
@@ -107,45 +108,27 @@ def prometheus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cal
         yield make
     finally:
         _cleanup_all(started)
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrometheusServer]]:
+    """``prometheus_factory(config, rule_files=..., port=..., extra_args=...)`` -> started
+    PrometheusServer; every one is stopped at teardown."""
+    yield from _server_factory(PrometheusServer, tmp_path_factory)
 
 
 @pytest.fixture
 def alertmanager_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., AlertmanagerServer]]:
     """``alertmanager_factory(config, port=..., extra_args=...)`` -> started
     AlertmanagerServer; every one is stopped at teardown."""
-    started: list[AlertmanagerServer] = []
-
-    def make(config: Any, **kwargs: Any) -> AlertmanagerServer:
-        kwargs.setdefault("base_dir", tmp_path_factory.mktemp("alertmanager"))
-        server = AlertmanagerServer(config, **kwargs)
-        started.append(server)
-        server.start()
-        return server
-
-    try:
-        yield make
-    finally:
-        _cleanup_all(started)
+    yield from _server_factory(AlertmanagerServer, tmp_path_factory)
 
 
 @pytest.fixture
 def gunicorn_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GunicornServer]]:
     """``gunicorn_factory("module:app", workers=2, env=..., multiproc_dir=...)`` ->
     started GunicornServer (cwd: the repository root); stopped at teardown."""
-    started: list[GunicornServer] = []
-
-    def make(app_spec: str, **kwargs: Any) -> GunicornServer:
-        kwargs.setdefault("base_dir", tmp_path_factory.mktemp("gunicorn"))
-        kwargs.setdefault("cwd", REPO_ROOT)
-        server = GunicornServer(app_spec, **kwargs)
-        started.append(server)
-        server.start()
-        return server
-
-    try:
-        yield make
-    finally:
-        _cleanup_all(started)
+    yield from _server_factory(GunicornServer, tmp_path_factory, cwd=REPO_ROOT)
 
 
 @pytest.fixture
