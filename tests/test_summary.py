@@ -156,7 +156,9 @@ def test_summary_active_users_exact_when_few_and_bounded_when_many(tmp_path):
     for i in range(5000):
         window.record_user("acme", f"user-{i}", now=now)
     estimate = window.summary(now=now)["active_users"]
-    assert 3000 < estimate < 7000  # K-minimum-values with K=64: about 12% standard error
+    # K-minimum-values with K=64: ~13% standard error and a long right tail (the hash key is
+    # random per store); outside half to twice the truth has a probability below 1e-5.
+    assert 2500 < estimate < 10000
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 64
         assert "user-1" not in str(conn.execute("SELECT * FROM users").fetchall())
