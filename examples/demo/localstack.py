@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from .servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer, PrometheusServer,
-                      free_port, http_json, wait_http)
+                      free_port, http_json, wait_http, wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -276,6 +276,20 @@ class LocalStack:
                                            base_dir=self.state_dir / "prometheus", extra_args=extra)
         self.prometheus.start()
         self.processes.append(self.prometheus)
+        self._wait_until_scraping()
+
+    def _wait_until_scraping(self) -> None:
+        """Ready means Prometheus scrapes the app. Prometheus 2.42 applies new targets
+        about 5 s after start; until then ``MPesaMCPDown`` (whose ``for:`` is short in
+        fast mode) may fire and would inhibit every other alert of the app."""
+        assert self.prometheus is not None
+
+        def ready() -> bool:
+            if self.prometheus.value('min(up{job="mpesa-mcp"})') != 1:
+                return False
+            return not any(a["labels"].get("alertname") == "MPesaMCPDown" for a in self.prometheus.alerts())
+
+        wait_until(ready, timeout=60, interval=0.5, description="Prometheus scraping the demo app")
 
     def stop(self) -> None:
         for process in reversed(self.processes):
