@@ -32,12 +32,11 @@ TWILIO_TOKEN = "test-token-not-a-secret"
 
 
 # --- fake providers -----------------------------------------------------------------
-class FakeAfricasTalking:
-    """Answers ``POST /version1/messaging`` like Africa's Talking: 201 with one status per
-    number (101 Success, or 405 InsufficientBalance for numbers in ``fail``), or
-    ``http_status`` for every request when set."""
+class _FakeProvider:
+    """A fake SMS provider on a RecordingHTTPServer: numbers in ``fail`` are refused,
+    ``http_status`` (when set) answers every request."""
 
-    path = "/version1/messaging"
+    path = ""
 
     def __init__(self, recorder) -> None:
         self.recorder = recorder
@@ -49,6 +48,17 @@ class FakeAfricasTalking:
     @property
     def requests(self) -> list:
         return self.recorder.received()
+
+    def answer(self, request) -> tuple[int, dict]:
+        raise NotImplementedError
+
+
+class FakeAfricasTalking(_FakeProvider):
+    """Answers ``POST /version1/messaging`` like Africa's Talking: 201 with one status per
+    number (101 Success, or 405 InsufficientBalance for numbers in ``fail``), or
+    ``http_status`` for every request when set."""
+
+    path = "/version1/messaging"
 
     def answer(self, request) -> tuple[int, dict]:
         if self.http_status:
@@ -70,22 +80,11 @@ class FakeAfricasTalking:
         }}
 
 
-class FakeTwilio:
+class FakeTwilio(_FakeProvider):
     """Answers ``POST /2010-04-01/Accounts/{sid}/Messages.json`` like Twilio: 201 with the
     message, 400 with error 21211 for numbers in ``fail``, or ``http_status`` when set."""
 
     path = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
-
-    def __init__(self, recorder) -> None:
-        self.recorder = recorder
-        self.url = recorder.url
-        self.fail: set[str] = set()
-        self.http_status: int | None = None
-        recorder.set_handler(self.path, self.answer, method="POST")
-
-    @property
-    def requests(self) -> list:
-        return self.recorder.received()
 
     def answer(self, request) -> tuple[int, dict]:
         if self.http_status:

@@ -1327,6 +1327,20 @@ class _Route:
     handler: Responder | None = None
 
 
+def _wait_for_items(condition: threading.Condition, items: Callable[[], list[Any]],
+                    matches: Callable[[Any], bool], count: int, timeout: float) -> tuple[list[Any], list[Any]]:
+    """Wait (bounded) on ``condition`` until ``count`` items match; return (matching, all)."""
+    deadline = time.monotonic() + timeout
+    with condition:
+        while True:
+            everything = list(items())
+            matching = [item for item in everything if matches(item)]
+            remaining = deadline - time.monotonic()
+            if len(matching) >= count or remaining <= 0:
+                return matching, everything
+            condition.wait(remaining)
+
+
 class RecordingHTTPServer:
     """A threaded HTTP server on 127.0.0.1 that records every request and answers from
     a table: the fake Slack webhook, SMS provider and Daraja of the tests.
@@ -1422,15 +1436,9 @@ class RecordingHTTPServer:
 
         Raises TimeoutError naming what did arrive.
         """
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while True:
-                matching = [r for r in self._received if _request_matches(r, path, method)]
-                remaining = deadline - time.monotonic()
-                if len(matching) >= count or remaining <= 0:
-                    break
-                self._condition.wait(remaining)
-            seen = [f"{r.method} {r.path}" for r in self._received]
+        matching, everything = _wait_for_items(
+            self._condition, lambda: self._received, lambda r: _request_matches(r, path, method), count, timeout)
+        seen = [f"{r.method} {r.path}" for r in everything]
         if len(matching) < count:
             raise TimeoutError(
                 f"{count} request(s) to {method or '*'} {path or '*'} expected within {timeout:g} s, "
@@ -1562,15 +1570,9 @@ class SMTPSink:
 
     def wait_for(self, count: int = 1, *, timeout: float = 10.0, to: str | None = None) -> list[Mail]:
         """Block until ``count`` messages (to ``to``, when given) arrived; return them."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while True:
-                matching = [m for m in self._messages if to is None or to in m.rcpt_tos]
-                remaining = deadline - time.monotonic()
-                if len(matching) >= count or remaining <= 0:
-                    break
-                self._condition.wait(remaining)
-            subjects = [m.subject for m in self._messages]
+        matching, everything = _wait_for_items(
+            self._condition, lambda: self._messages, lambda m: to is None or to in m.rcpt_tos, count, timeout)
+        subjects = [m.subject for m in everything]
         if len(matching) < count:
             raise TimeoutError(
                 f"{count} mail(s){' to ' + to if to else ''} expected within {timeout:g} s, "
