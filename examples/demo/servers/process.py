@@ -73,7 +73,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 #: The gunicorn config that wipes the multiprocess directory and marks dead workers.
-GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn_conf.py"
 
 T = TypeVar("T")
 PathLike = str | os.PathLike
