@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from .servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer, PrometheusServer,
-                      free_port, http_json, wait_http, wait_until)
+from examples.demo.servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer,
+                                   PrometheusServer, find_pg_bin, free_port, http_json, wait_http, wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -359,9 +359,7 @@ def down(state_dir: Path = DEFAULT_STATE) -> int:
     if record.get("postgres_data"):
         import subprocess
 
-        from .servers import _find_pg_bin
-
-        command = [str(_find_pg_bin() / "pg_ctl"), "-D", record["postgres_data"], "-m", "fast", "stop"]
+        command = [str(find_pg_bin() / "pg_ctl"), "-D", record["postgres_data"], "-m", "fast", "stop"]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, capture_output=True, timeout=30)
