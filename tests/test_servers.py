@@ -284,24 +284,26 @@ def test_wait_until_returns_value_and_times_out() -> None:
 
 # --- the package itself -------------------------------------------------------------
 REPO = Path(__file__).resolve().parent.parent
-SERVERS = REPO / "examples" / "demo" / "servers"
 
 
-def test_package_reexports_every_public_name_of_its_modules() -> None:
+@pytest.mark.parametrize(("package_name", "modules"), [
+    ("servers", {"process", "service", "postgres", "prometheus", "gunicorn", "fakes"}),
+    ("daraja_sim", {"config", "callbacks", "simulator", "app"}),
+])
+def test_package_reexports_every_public_name_of_its_modules(package_name: str, modules: set[str]) -> None:
     """A launcher added as a new module is reachable as ``examples.demo.servers.X``."""
-    import examples.demo.servers as package
-
-    modules = sorted(info.name for info in pkgutil.iter_modules([str(SERVERS)]))
-    assert {"process", "service", "postgres", "prometheus", "gunicorn", "fakes"} <= set(modules)
+    package = importlib.import_module(f"examples.demo.{package_name}")
+    found = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if info.name != "__main__")
+    assert modules <= set(found)
     exported: set[str] = set()
-    for name in modules:
-        module = importlib.import_module(f"examples.demo.servers.{name}")
+    for name in found:
+        module = importlib.import_module(f"{package.__name__}.{name}")
         assert module.__all__, f"{name}.py declares no __all__"
         for public in module.__all__:
             assert getattr(package, public, None) is getattr(module, public), f"{name}.{public} not re-exported"
         exported |= set(module.__all__)
     assert set(package.__all__) == exported
-    assert not (REPO / "examples" / "demo" / "servers.py").exists()
+    assert not (REPO / "examples" / "demo" / f"{package_name}.py").exists()
 
 
 def test_tests_bench_and_local_stack_import_the_package_one_way() -> None:
