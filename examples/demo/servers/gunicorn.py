@@ -22,7 +22,7 @@ GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn_conf.py"
 class GunicornServer(HTTPService):
     """``python -m gunicorn`` serving ``app_spec`` (``"package.module:app"``) on 127.0.0.1.
 
-    Uses ``gunicorn_conf.py`` beside this module unless ``config_path`` says otherwise:
+    Uses examples/demo/gunicorn_conf.py (``GUNICORN_CONF``) unless ``config_path`` says otherwise:
     it marks dead workers for prometheus_client's multiprocess mode. With
     ``multiproc_dir`` (or PROMETHEUS_MULTIPROC_DIR in ``env``) the directory is emptied
     before every start and exported to the master and workers. ``cwd`` defaults to the
