@@ -1,7 +1,7 @@
 """Launchers for the real servers the tests and the local demo stack run on 127.0.0.1.
 
 Why this module exists: the integration and end-to-end tests must talk to a real
-PostgreSQL, Prometheus, Alertmanager and gunicorn (see issues 3 and 5), and the
+PostgreSQL, Prometheus, Alertmanager and gunicorn (fakes only for Slack, SMS providers and Daraja), and the
 ``deploy-monitoring.sh --local`` stack starts the same programs. Doing that well means
 the same small things every time: a free port, a bounded wait for readiness that fails
 fast (with the server's log) when the program dies, a stop that cannot hang, and a
