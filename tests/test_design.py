@@ -85,6 +85,8 @@ def layout_lines(text: str | None = None) -> list[LayoutLine]:
     assert match, '"Layout" has no fenced block'
     out = []
     for line in match.group(1).splitlines():
+        if not line.strip():
+            continue
         parts = line.split(None, 1)
         assert len(parts) == 2 and parts[1].strip(), f"Layout line without a description: {line!r}"
         out.append(LayoutLine(parts[0], parts[1].strip()))
@@ -431,7 +433,8 @@ def test_design_recording_rule_table_is_the_rule_files() -> None:
 
 
 # --- references across the repository --------------------------------------------------
-#: "issue 6", "issues 3 and 5", "bug #12", "issue-9", and a bare "#12" / "(#12)".
+#: A tracker word (issue, ticket, bug, PR) followed by a number, with or without a hash
+#: or a dash, and a bare hash-number; CSS colours and "entry #N"-style ordinals are not.
 _ISSUE = re.compile(
     r"\b(?:issues?|tickets?|bugs?|PRs?|pull requests?)[ -]#?\d+"
     r"|(?<![\w&#/:=-])(?<!entry )(?<!item )(?<!line )\(?#\d+\b(?![0-9a-fA-F-])",
@@ -442,6 +445,10 @@ _FILE_REF = re.compile(
     rf"(?<![\w./$~{{}}:@%*-])((?:\.\.?/)?(?:[\w.-]+/)+[\w.-]+\.{_EXTENSIONS})(?![\w/*-])"
     rf"|(?<![\w./$~{{}}:@%*'\"-])([A-Z][A-Z_]+\.md)\b")
 _BINARY = (".png", ".jpg", ".gz", ".whl", ".db", ".sqlite3")
+
+
+#: This file's own fixtures cite missing files on purpose.
+_SELF = "tests/test_design.py"
 
 
 def tracked_text_files() -> list[str]:
@@ -464,13 +471,19 @@ def missing_file_references(path: str, text: str, root: Path = ROOT) -> list[str
     they name the tree it applies to, with a/ and b/ prefixes."""
     if path.endswith(".patch"):
         return []
+    links = []
+    if path.endswith(".md"):  # Markdown links resolve from the page's own folder
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if not re.match(r"[a-z][\w+.-]*:", target) and not (
+                    (root / path).parent / target).exists():
+                links.append(target)
     bases = [root, *[(root / path).parents[i] for i in range(len(Path(path).parts) - 1)]]
     missing = []
     for match in _FILE_REF.finditer(text):
         ref = match.group(1) or match.group(2)
         if not any((base / ref).exists() for base in bases):
             missing.append(ref)
-    return missing
+    return links + [ref for ref in missing if ref not in links]
 
 
 def _ignored(paths: set[str]) -> set[str]:
@@ -495,6 +508,8 @@ def test_design_no_reference_to_tracker_issue_numbers() -> None:
 def test_design_every_relative_file_reference_exists() -> None:
     candidates: dict[str, list[str]] = {}
     for path in tracked_text_files():
+        if path == _SELF:
+            continue
         text = (ROOT / path).read_text(encoding="utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), start=1):
             for ref in missing_file_references(path, line):
@@ -509,7 +524,10 @@ def test_design_reference_checks_can_fail(tmp_path: Path) -> None:
     """Both repository checks find what they look for (and leave colours and ordinals)."""
     word = "issue"  # built here so this file does not trip its own check
     assert issue_references(f"see {word} 6 and {word}s 3 and 5") == [f"{word} 6", f"{word}s 3"]
-    assert issue_references("fixed in (#" + "12)") == ["(#12"]
+    hashed = "(" + "#" + "12"
+    assert issue_references(f"fixed in {hashed})") == [hashed]
+    assert issue_references(f"see bug {hashed[1:]} and {word}-9") == [f"bug {hashed[1:]}",
+                                                                     f"{word}-9"]
     assert issue_references('color:#666; "entry #2 is not a phone number"') == []
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "DESIGN.md").write_text("x")
@@ -517,3 +535,6 @@ def test_design_reference_checks_can_fail(tmp_path: Path) -> None:
             "https://example.com/a/b.md, /etc/x/y.yml")
     assert missing_file_references("deploy/x.yml", text, tmp_path) == [
         "DESIGN.md", "notes/RECORDING_RULES.md"]
+    assert missing_file_references(
+        "docs/x.md", "[design](DESIGN.md), [gone](../notes), [web](https://x.org/y)",
+        tmp_path) == ["../notes"]
