@@ -76,7 +76,9 @@ def _sdk_round_trip(document: dict[str, Any]) -> dict[str, Any]:
     from grafana_foundation_sdk.models.dashboard import Dashboard
 
     plugins.register_default_plugins()  # typed options/fieldConfig per panel type
-    return json.loads(json.dumps(Dashboard.from_json(document), cls=JSONEncoder))
+    decoded: dict[str, Any] = json.loads(json.dumps(Dashboard.from_json(document),
+                                                    cls=JSONEncoder))
+    return decoded
 
 
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:

@@ -46,7 +46,7 @@ LAYOUT_ROOTS = ("flask_mpesa_monitor/", "deploy/", "examples/demo/", "bench/", "
 def section(title: str, text: str | None = None) -> str:
     """The body of the ``## title`` section of DESIGN.md."""
     text = DESIGN.read_text(encoding="utf-8") if text is None else text
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
     assert match, f'docs/DESIGN.md has no "## {title}" section'
     return match.group(1)
 
@@ -81,7 +81,7 @@ class LayoutLine(NamedTuple):
 
 def layout_lines(text: str | None = None) -> list[LayoutLine]:
     """The lines of the fenced block of "Layout": a path, two spaces or more, a description."""
-    match = re.search(r"^```\n(.*?)^```", section("Layout", text), re.M | re.S)
+    match = re.search(r"^```\n(.*?)^```", section("Layout", text), re.MULTILINE | re.DOTALL)
     assert match, '"Layout" has no fenced block'
     out = []
     for line in match.group(1).splitlines():
@@ -172,8 +172,8 @@ def test_design_layout_check_names_the_line_to_add(tmp_path: Path) -> None:
                                        "flask_mpesa_monitor/state.py"], tmp_path)
     assert problems == [
         "remove (or fix) the line for flask_mpesa_monitor/gone.py: no such file",
-        "add this line to the Layout block of docs/DESIGN.md:\n    "
-        "flask_mpesa_monitor/state.py  The per-app state, public and typed.",
+        ("add this line to the Layout block of docs/DESIGN.md:\n    "
+         "flask_mpesa_monitor/state.py  The per-app state, public and typed."),
     ]
 
 
@@ -202,13 +202,15 @@ def test_design_metric_table_is_the_catalogue() -> None:
     wrong = []
     for name, metric in CATALOGUE.items():
         row = rows[name]
-        kind: str = metric._type  # type: ignore[attr-defined]
+        # prometheus_client has no public accessor for what a metric was declared with
+        # (type, label names, help, multiprocess mode): its attributes are read instead.
+        declared: Any = metric
+        kind: str = declared._type
         expected = {
             "type": kind,
-            "labels": ", ".join(metric._labelnames),  # type: ignore[attr-defined]
-            "help": metric._documentation,  # type: ignore[attr-defined]
-            "multiprocess": (metric._multiprocess_mode  # type: ignore[attr-defined]
-                             if kind == "gauge" else "—"),
+            "labels": ", ".join(declared._labelnames),
+            "help": declared._documentation,
+            "multiprocess": declared._multiprocess_mode if kind == "gauge" else "—",
         }
         wrong += [f"{name} {column}: table {row[column]!r}, metrics.py {value!r}"
                   for column, value in expected.items() if row[column] != value]
@@ -222,7 +224,7 @@ def test_design_metric_table_is_the_catalogue() -> None:
 
 def test_design_outcome_values_are_the_catalogues() -> None:
     text = section("Metric contract")
-    match = re.search(r"`outcome` is one of:(.*?)\.\s", text, re.S)
+    match = re.search(r"`outcome` is one of:(.*?)\.\s", text, re.DOTALL)
     assert match, "the sentence listing the outcome values is gone"
     assert tuple(re.findall(r"`(\w+)`", match.group(1))) == OUTCOMES
 
@@ -438,7 +440,7 @@ def test_design_recording_rule_table_is_the_rule_files() -> None:
 _ISSUE = re.compile(
     r"\b(?:issues?|tickets?|bugs?|PRs?|pull requests?)[ -]#?\d+"
     r"|(?<![\w&#/:=-])(?<!entry )(?<!item )(?<!line )\(?#\d+\b(?![0-9a-fA-F-])",
-    re.I)
+    re.IGNORECASE)
 _EXTENSIONS = r"(?:md|py|yml|yaml|json|sh|cfg|toml|tmpl|txt|ini|patch)"
 #: A relative path with a folder (``docs/DESIGN.md``) or a bare upper-case ``NAME.md``.
 _FILE_REF = re.compile(
@@ -453,7 +455,7 @@ _SELF = "tests/test_design.py"
 
 def tracked_text_files() -> list[str]:
     result = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, check=False)
     if result.returncode != 0:
         pytest.skip("not a git checkout")
     return [f for f in result.stdout.splitlines()
@@ -492,7 +494,7 @@ def _ignored(paths: set[str]) -> set[str]:
         return set()
     result = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT,
                             input="\n".join(sorted(paths)), capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, check=False)
     return set(result.stdout.splitlines())
 
 

@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from grafana_foundation_sdk.builders import bargauge, common as common_builders
+    from grafana_foundation_sdk.builders import bargauge, prometheus, table
+    from grafana_foundation_sdk.builders import common as common_builders
     from grafana_foundation_sdk.builders import dashboard as dash
-    from grafana_foundation_sdk.builders import prometheus, stat as stat_panel, table
+    from grafana_foundation_sdk.builders import stat as stat_panel
     from grafana_foundation_sdk.builders import timeseries as timeseries_panel
+    from grafana_foundation_sdk.cog import variants
     from grafana_foundation_sdk.cog.builder import Builder
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models import common
@@ -63,7 +65,8 @@ NON_CUSTOMER_FAILURE = 'outcome=~"provider_error|system_error"'
 ZERO = " or on() vector(0)"
 ORG = 'organization="$organization"'
 
-PanelBuilder = Builder[model.Panel]
+#: The panel builders the dashboards use (each one's methods return its own type).
+PanelBuilder = timeseries_panel.Panel | stat_panel.Panel | bargauge.Panel | table.Panel
 
 
 # --- small helpers over the SDK's builders --------------------------------------------
@@ -86,7 +89,7 @@ def _reduce_last() -> common_builders.ReduceDataOptions:
     return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
 
 
-def _new_panel(kind: str) -> Any:
+def _new_panel(kind: str) -> PanelBuilder:
     """A panel builder of ``kind`` with the options every panel of that kind shares."""
     if kind == "timeseries":
         return (timeseries_panel.Panel()
@@ -117,7 +120,7 @@ def _new_panel(kind: str) -> Any:
     raise ValueError(f"no panel builder for type {kind!r}")
 
 
-def panel(kind: str, title: str, targets: list[prometheus.Dataquery], *, unit: str,
+def panel(kind: str, title: str, targets: list[Builder[variants.Dataquery]], *, unit: str,
           description: str, w: int = 12, h: int = 8,
           steps: dash.ThresholdsConfig | None = None, decimals: int | None = None,
           min_: float | None = None, max_: float | None = None) -> PanelBuilder:
@@ -131,11 +134,11 @@ def panel(kind: str, title: str, targets: list[prometheus.Dataquery], *, unit: s
         built = built.min(min_)
     if max_ is not None:
         built = built.max(max_)
-    return built  # type: ignore[no-any-return]
+    return built
 
 
 def timeseries(title: str, *targets: prometheus.Dataquery, **kw: Any) -> PanelBuilder:
-    return panel("timeseries", title, list(targets), **kw)
+    return panel("timeseries", title, [*targets], **kw)
 
 
 def stat(title: str, expr: str, legend: str = "", **kw: Any) -> PanelBuilder:
@@ -172,7 +175,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[PanelBuilder]
     for variable in variables or []:
         built = built.with_variable(variable)
     for number, item in enumerate(panels, start=1):
-        built = built.with_panel(item.id(number))  # type: ignore[attr-defined]
+        built = built.with_panel(item.id(number))
     return built.build()
 
 
