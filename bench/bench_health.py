@@ -9,7 +9,7 @@ the server and the load generator alone impose, and a 2-connection run gives the
 service time without queueing. Database queries are counted by pg_stat_statements
 for the app's role only, over the server's whole life.
 
-Targets (issue 6): p99 under 20 ms, and at most one database query per worker per
+Targets: p99 under 20 ms, and at most one database query per worker per
 health interval (``MPESA_MONITOR_HEALTH_INTERVAL``; the checks run in a background
 thread and the endpoint serves the cache).
 

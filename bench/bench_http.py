@@ -11,7 +11,7 @@ requests it served (instrumentation really on).
 On 2 cores the load generator and the two workers share the CPU, as they would in a
 small VM: the absolute numbers are modest, the ratios are the point.
 
-Target (issue 6): at least 0.9 of bare Flask's throughput.
+Target: at least 0.9 of bare Flask's throughput.
 
 Run alone: ``python -m bench.bench_http [--duration S] [--rounds R]``.
 """

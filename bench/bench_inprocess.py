@@ -14,7 +14,7 @@ resolver takes all three paths (view argument, header, nothing -> ``unknown``).
 The interleaving is block by block (see :func:`measure`): other processes on a shared
 machine then slow every app alike.
 
-Target (issue 6): ours adds at most half of what prometheus-flask-exporter adds.
+Target: ours adds at most half of what prometheus-flask-exporter adds.
 
 Run alone: ``python -m bench.bench_inprocess [--requests N] [--rounds R]``.
 """

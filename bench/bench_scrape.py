@@ -18,7 +18,7 @@ Ours renders through ``flask_mpesa_monitor.exposition.MetricsExporter``; the bas
 plain prometheus_client exposing the same series with its default buckets and defaults
 (``*_created`` series in single-process mode; no cardinality guard).
 
-Targets (issue 6): 500 organizations render in < 0.5 s single process and < 2 s
+Targets: 500 organizations render in < 0.5 s single process and < 2 s
 multiprocess; the guard keeps 2,000 at the cost of the bound. The guard's bound is per
 process: with 4 workers the union of what they admitted can reach 4 x 500.
 
@@ -240,7 +240,7 @@ def run(orgs_list: tuple[int, ...] = (10, 100, 500, 2000), reps: int | None = No
             f"Populating the multiprocess points, our workers got `sqlite3.OperationalError: database is "
             f"locked` {locks} time(s) from the shared pending-STK/summary tables when they opened them at "
             "the same moment (retried here). In an app, that exception reaches the request that recorded "
-            "the STK push: see the report of issue 6.")
+            "the STK push.")
     if 500 in orgs_list:
         single = points["single"]["ours"]["500"]["render_s"]
         multi = points["multi"]["ours"]["500"]["render_s"]

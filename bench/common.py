@@ -1,7 +1,7 @@
 """What every benchmark shares: results, targets, statistics, child processes, the machine.
 
 A benchmark module exposes ``run(**counts) -> Result``. A :class:`Result` carries the
-table that goes into ``bench/RESULTS.md``, the targets of issue 6 with the measured
+table that goes into ``bench/RESULTS.md``, the targets it is held to with the measured
 value and whether it was met, free-form notes, and the raw numbers (``data``) that the
 smoke tests check for being well formed. Nothing here asserts a timing.
 

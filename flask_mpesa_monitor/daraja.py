@@ -1,4 +1,4 @@
-"""Daraja result and error codes -> outcome class (the table in DESIGN.md).
+"""Daraja result and error codes -> outcome class (the table in docs/DESIGN.md).
 
 The outcome decides who gets paged: ``customer_cancelled`` and ``customer_error`` are a
 customer's doing and never page anyone; ``provider_error`` and ``system_error`` are

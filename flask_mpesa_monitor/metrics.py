@@ -2,7 +2,7 @@
 
 Read it top to bottom: name, help, labels, buckets and, for gauges, how worker
 processes combine under gunicorn (``multiprocess_mode``). The names and label sets are
-the contract with the alert rules and dashboards in ``deploy/`` (see DESIGN.md); change
+the contract with the alert rules and dashboards in ``deploy/`` (see docs/DESIGN.md); change
 them only together.
 
 The metrics live in prometheus_client's default registry, one per process, on purpose:

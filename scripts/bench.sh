@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of bench/ once, writing bench/RESULTS.md (issue 6). From a fresh Debian
+# Every benchmark of bench/ once, writing bench/RESULTS.md. From a fresh Debian
 # machine as root: installs what the benchmarks need and is missing (wrk, PostgreSQL,
 # Prometheus and Alertmanager for the alert latency;
 # the package with its bench extra; pyinstrument for profiling), then runs them.

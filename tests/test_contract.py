@@ -1,4 +1,4 @@
-"""Every metric of the contract (DESIGN.md), with exactly its labels, from one test app
+"""Every metric of the contract (docs/DESIGN.md), with exactly its labels, from one test app
 that goes through every entry point of the extension."""
 
 import re

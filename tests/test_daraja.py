@@ -1,4 +1,4 @@
-"""The Daraja outcome table of DESIGN.md, row by row."""
+"""The Daraja outcome table of docs/DESIGN.md, row by row."""
 
 import pytest
 import requests

@@ -1,8 +1,10 @@
 """The Grafana dashboards and their provisioning ask valid questions of real metrics.
 
-Offline checks: the JSON is what deploy/grafana/build_dashboards.py generates, uids are
-the ones alerts and docs link to, every datasource reference resolves to a provisioned
-datasource, every query parses in Prometheus' own parser (promtool, through a temporary
+Offline checks: the JSON is what deploy/grafana/build_dashboards.py generates with
+grafana-foundation-sdk, each file loads back through the SDK's typed models unchanged (the
+wheel ships no JSON schema: its models are the schema), the schema version is the SDK's,
+uids are the ones alerts and docs link to, every datasource reference goes through the
+``$datasource`` variable of a provisioned datasource type, every query parses in Prometheus' own parser (promtool, through a temporary
 rule file) and names only metrics the extension exports, our recording rules or ``up``.
 Whether each panel returns data is the end-to-end test's job (it reuses
 tests/dashboard_queries.py).
@@ -66,6 +68,30 @@ def _datasource_refs(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return found
 
 
+def _sdk_round_trip(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` decoded into the SDK's models (panel options and queries included) and
+    encoded again: what the SDK understands of it."""
+    from grafana_foundation_sdk.cog import plugins
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    plugins.register_default_plugins()  # typed options/fieldConfig per panel type
+    decoded: dict[str, Any] = json.loads(json.dumps(Dashboard.from_json(document),
+                                                    cls=JSONEncoder))
+    return decoded
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths where two JSON documents differ (for a readable failure)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(key, "<absent>"), b.get(key, "<absent>"),
+                                      f"{path}.{key}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
 def _provisioned_datasources() -> dict[str, str]:
     """uid -> type of every provisioned datasource."""
     out = {}
@@ -107,6 +133,60 @@ def test_dashboards_committed_json_matches_build_script() -> None:
     assert set(committed) == set(built), "a dashboard JSON file has no source in the script"
 
 
+def test_dashboards_load_back_through_the_sdk_models_unchanged() -> None:
+    for path, dashboard in load_dashboards().items():
+        diff = _differences(dashboard, _sdk_round_trip(dashboard))
+        assert not diff, f"{path.name} is not what the SDK's models read:\n" + "\n".join(diff[:20])
+
+
+def test_dashboards_sdk_round_trip_catches_a_misspelt_field() -> None:
+    """The round trip can fail: a field the model does not know is dropped on the way."""
+    dashboard = json.loads((DASHBOARD_DIR / "overview.json").read_text())
+    dashboard["panels"][0]["fieldConfig"]["defaults"]["untis"] = "s"
+    dashboard["panels"][1]["options"]["colourMode"] = "value"
+    diff = _differences(dashboard, _sdk_round_trip(dashboard))
+    assert any("untis" in d for d in diff) and any("colourMode" in d for d in diff), diff
+
+
+def test_dashboards_schema_version_is_the_sdks() -> None:
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    expected = Dashboard().schema_version
+    for path, dashboard in load_dashboards().items():
+        assert dashboard["schemaVersion"] == expected, path.name
+
+
+def test_dashboards_sdk_pin_matches_the_grafana_compose_runs() -> None:
+    """setup.cfg pins the SDK build generated for the Grafana minor version compose runs
+    (plain installs resolve to an old 10.1 build: its versions carry epochs)."""
+    import importlib.metadata
+
+    compose = yaml.safe_load((ROOT / "docker-compose.monitoring.yml").read_text())
+    image = compose["services"]["grafana"]["image"]
+    grafana = re.fullmatch(r"grafana/grafana(?:-oss)?:(\d+)\.(\d+)\.\d+", image)
+    assert grafana, image
+    setup = (ROOT / "setup.cfg").read_text()
+    pin = re.search(r"grafana-foundation-sdk==(\d+)!(\d+)\.(\d+)\.0", setup)
+    assert pin, "setup.cfg must pin grafana-foundation-sdk to one exact build (epoch!version)"
+    assert pin.group(2, 3) == grafana.groups(), (pin.group(0), image)
+    installed = importlib.metadata.version("grafana-foundation-sdk")
+    assert installed == pin.group(0).split("==")[1], \
+        f"installed {installed}, setup.cfg pins {pin.group(0)}: pip install -e .[test]"
+
+
+def test_dashboards_panels_fit_the_grid_without_overlap() -> None:
+    for path, dashboard in load_dashboards().items():
+        cells: dict[tuple[int, int], str] = {}
+        for panel in iter_panels(dashboard):
+            pos = panel["gridPos"]
+            assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, f"{path.name}: {panel['title']}"
+            for x in range(pos["x"], pos["x"] + pos["w"]):
+                for y in range(pos["y"], pos["y"] + pos["h"]):
+                    other = cells.setdefault((x, y), panel["title"])
+                    assert other == panel["title"], \
+                        f"{path.name}: {panel['title']!r} overlaps {other!r}"
+
+
 def test_dashboards_have_reasonable_size_and_unique_panel_ids() -> None:
     for path, dashboard in load_dashboards().items():
         panels = list(iter_panels(dashboard))
@@ -118,17 +198,22 @@ def test_dashboards_have_reasonable_size_and_unique_panel_ids() -> None:
 
 
 # --- datasources and provisioning ----------------------------------------------------
-def test_dashboards_datasource_references_resolve_to_provisioned_uids() -> None:
-    provisioned = _provisioned_datasources()
-    assert provisioned == {"prometheus": "prometheus"}
+def test_dashboards_datasource_references_go_through_the_datasource_variable() -> None:
+    """No datasource uid is fixed: every reference is ``${datasource}``, a variable that
+    offers the datasources of a type Grafana has provisioned."""
+    provisioned_types = set(_provisioned_datasources().values())
     bad = []
     for path, dashboard in load_dashboards().items():
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        variable = variables.get("datasource")
+        assert variable and variable["type"] == "datasource", f"{path.name}: no $datasource"
+        assert variable["query"] in provisioned_types, (path.name, variable["query"])
         refs = _datasource_refs(dashboard)
         assert refs, f"{path.name} references no datasource"
         for where, ref in refs:
-            if not (isinstance(ref, dict) and provisioned.get(ref.get("uid")) == ref.get("type")):
+            if ref != {"type": variable["query"], "uid": "${datasource}"}:
                 bad.append(f"{path.name}{where}: {ref!r}")
-    assert not bad, "unresolved datasource references:\n" + "\n".join(bad)
+    assert not bad, "datasource references not through $datasource:\n" + "\n".join(bad)
 
 
 def test_dashboards_datasource_provisioning_uses_basic_auth_without_literal_secret() -> None:
@@ -225,7 +310,8 @@ def test_dashboards_every_panel_has_a_unit_and_description() -> None:
 
 def test_dashboards_organization_dashboard_filters_by_its_variable() -> None:
     dashboard = json.loads((DASHBOARD_DIR / "organization.json").read_text())
-    (variable,) = dashboard["templating"]["list"]
+    datasource, variable = dashboard["templating"]["list"]
+    assert datasource["name"] == "datasource"
     assert variable["name"] == "organization"
     assert variable["query"]["query"] == \
         "label_values(mpesa_transactions_total, organization)"

@@ -3,7 +3,7 @@
 Runs Debian's promtool (2.42, installed by scripts/test.sh) on the committed files:
 `check rules --lint-fatal`, every rule unit test file in deploy/prometheus/tests/, and
 deploy/prometheus/check-config.sh. Then reads the YAML to check what promtool cannot:
-every alert of the contract (DESIGN.md, "Alert contract") exists with its severity,
+every alert of the contract (docs/DESIGN.md, "Alert contract") exists with its severity,
 labels and annotations, has a runbook section, and has unit tests that see it fire and
 see it stay silent (one evaluation before its `for:` elapses, where it has one).
 """
@@ -60,7 +60,7 @@ NO_VALUE_IN_DESCRIPTION = {"MPesaMCPDown", "Watchdog"}
 #: Always firing by design: no case where it stays silent.
 ALWAYS_FIRING = {"Watchdog"}
 
-#: Recording rules that dashboards and alerts name (notes/RECORDING_RULES.md).
+#: Recording rules that dashboards and alerts name (docs/DESIGN.md, "Recording rules").
 RECORDING_RULES = {
     ":mpesa_mcp_requests:rate5m",
     ":mpesa_mcp_requests:error_ratio_rate5m",

@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""Build the Grafana dashboards of deploy/grafana/dashboards/ from one readable source.
+"""Build the Grafana dashboards of deploy/grafana/dashboards/ with grafana-foundation-sdk.
 
 Why a script: four dashboards of hand-edited JSON drift apart (units, datasource
 references, layout) and hide their PromQL in escaped strings. Here every panel is one
-call with its query in plain text; the JSON is generated, committed, and a test
-(tests/test_dashboards.py) fails when the committed files differ from this output.
+call with its query in plain text, built with Grafana's own typed builders
+(``grafana-foundation-sdk``, the build that matches the Grafana pinned in
+docker-compose.monitoring.yml, pinned exactly in setup.cfg), so the JSON model, its
+field names and its schema version are Grafana's, not ours. The JSON is generated,
+committed, and tests/test_dashboards.py fails when the committed files differ from this
+output or do not load back through the SDK's models unchanged.
+
+Every panel and query names its datasource through the ``$datasource`` variable (type
+``prometheus``): no datasource uid is fixed, so the dashboards work against whatever
+Prometheus datasource a Grafana has.
 
 Rules the queries follow (checked by the tests):
 - only metrics of flask_mpesa_monitor/metrics.py, our recording rules and ``up``;
@@ -26,152 +34,149 @@ import sys
 from pathlib import Path
 from typing import Any
 
+try:
+    from grafana_foundation_sdk.builders import bargauge, prometheus, table
+    from grafana_foundation_sdk.builders import common as common_builders
+    from grafana_foundation_sdk.builders import dashboard as dash
+    from grafana_foundation_sdk.builders import stat as stat_panel
+    from grafana_foundation_sdk.builders import timeseries as timeseries_panel
+    from grafana_foundation_sdk.cog import variants
+    from grafana_foundation_sdk.cog.builder import Builder
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common
+    from grafana_foundation_sdk.models import dashboard as model
+    from grafana_foundation_sdk.models import prometheus as prometheus_model
+except ImportError as exc:  # a deploy host without the test extra
+    raise SystemExit(f"{exc}: install the exact build setup.cfg pins "
+                     "(pip install -e '.[test]', grafana-foundation-sdk==EPOCH!10.4.0)")
+
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
-DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+#: The datasource variable every panel and query uses: Grafana offers each datasource of
+#: this plugin type, the default one first.
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE_TYPE = "prometheus"
+DATASOURCE = model.DataSourceRef(type_val=DATASOURCE_TYPE, uid=f"${{{DATASOURCE_VARIABLE}}}")
 TAGS = ["mpesa", "mpesa-mcp"]
-SCHEMA_VERSION = 39
-GRID_WIDTH = 24
 
 # Shared PromQL pieces. Failures that page are provider_error and system_error only:
-# a customer who cancels or types a wrong PIN is not a failure of ours (DESIGN.md).
+# a customer who cancels or types a wrong PIN is not a failure of ours (docs/DESIGN.md,
+# "Daraja outcome table").
 NON_CUSTOMER_FAILURE = 'outcome=~"provider_error|system_error"'
 ZERO = " or on() vector(0)"
 ORG = 'organization="$organization"'
 
+#: The panel builders the dashboards use (each one's methods return its own type).
+PanelBuilder = timeseries_panel.Panel | stat_panel.Panel | bargauge.Panel | table.Panel
 
-# --- small builders ------------------------------------------------------------------
+
+# --- small helpers over the SDK's builders --------------------------------------------
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
-           fmt: str = "time_series") -> dict[str, Any]:
+           fmt: str = "time_series") -> prometheus.Dataquery:
     """One Prometheus query of a panel."""
-    return {
-        "datasource": DATASOURCE,
-        "refId": ref,
-        "expr": expr,
-        "legendFormat": legend or "__auto",
-        "instant": instant,
-        "range": not instant,
-        "format": fmt,
-    }
+    query = (prometheus.Dataquery().datasource(DATASOURCE).ref_id(ref).expr(expr)
+             .legend_format(legend or "__auto")
+             .format(prometheus_model.PromQueryFormat(fmt)))
+    return query.instant() if instant else query.range()
 
 
-def thresholds(*steps: tuple[str, float | None]) -> dict[str, Any]:
+def thresholds(*steps: tuple[str, float | None]) -> dash.ThresholdsConfig:
     """Absolute thresholds, first step's value None (the base colour)."""
-    return {"mode": "absolute",
-            "steps": [{"color": color, "value": value} for color, value in steps]}
+    return (dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE)
+            .steps([model.Threshold(value=value, color=color) for color, value in steps]))
 
 
-GREEN = thresholds(("green", None))
+def _reduce_last() -> common_builders.ReduceDataOptions:
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
 
 
-def panel(kind: str, title: str, targets: list[dict[str, Any]], *, unit: str,
-          description: str, w: int = 12, h: int = 8, steps: dict[str, Any] | None = None,
-          options: dict[str, Any] | None = None, decimals: int | None = None,
-          min_: float | None = None, max_: float | None = None) -> dict[str, Any]:
-    """A panel without id or position (the dashboard builder lays them out)."""
-    defaults: dict[str, Any] = {"unit": unit, "thresholds": steps or GREEN}
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    if min_ is not None:
-        defaults["min"] = min_
-    if max_ is not None:
-        defaults["max"] = max_
+def _new_panel(kind: str) -> PanelBuilder:
+    """A panel builder of ``kind`` with the options every panel of that kind shares."""
     if kind == "timeseries":
-        defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
-                              "showPoints": "never", "spanNulls": False}
-    return {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DATASOURCE,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": options or default_options(kind),
-        "_size": (w, h),
-    }
-
-
-def default_options(kind: str) -> dict[str, Any]:
-    """Sensible per-type options, so panels look alike across dashboards."""
-    reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
-    if kind == "timeseries":
-        return {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                "tooltip": {"mode": "multi", "sort": "desc"}}
+        return (timeseries_panel.Panel()
+                .legend(common_builders.VizLegendOptions()
+                        .display_mode(common.LegendDisplayMode.LIST)
+                        .placement(common.LegendPlacement.BOTTOM).show_legend(True))
+                .tooltip(common_builders.VizTooltipOptions()
+                         .mode(common.TooltipDisplayMode.MULTI)
+                         .sort(common.SortOrder.DESCENDING))
+                .draw_style(common.GraphDrawStyle.LINE).line_width(1).fill_opacity(10)
+                .show_points(common.VisibilityMode.NEVER).span_nulls(False))
     if kind == "stat":
-        return {"reduceOptions": reduce, "colorMode": "value", "graphMode": "area",
-                "justifyMode": "auto", "orientation": "auto", "textMode": "auto"}
+        return (stat_panel.Panel().reduce_options(_reduce_last())
+                .color_mode(common.BigValueColorMode.VALUE)
+                .graph_mode(common.BigValueGraphMode.AREA)
+                .justify_mode(common.BigValueJustifyMode.AUTO)
+                .orientation(common.VizOrientation.AUTO)
+                .text_mode(common.BigValueTextMode.AUTO))
     if kind == "bargauge":
-        return {"reduceOptions": reduce, "displayMode": "gradient",
-                "orientation": "horizontal", "showUnfilled": True}
+        return (bargauge.Panel().reduce_options(_reduce_last())
+                .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+                .orientation(common.VizOrientation.HORIZONTAL).show_unfilled(True))
     if kind == "table":
-        return {"showHeader": True, "cellHeight": "sm",
-                "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
-    raise ValueError(f"no default options for panel type {kind!r}")
+        return (table.Panel().show_header(True).cell_height(common.TableCellHeight.SM)
+                .align(common.FieldTextAlignment.AUTO).inspect(False)
+                .footer(common_builders.TableFooterOptions().show(False).reducer(["sum"])
+                        .fields([])))
+    raise ValueError(f"no panel builder for type {kind!r}")
 
 
-def timeseries(title: str, *targets: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    return panel("timeseries", title, list(targets), **kw)
+def panel(kind: str, title: str, targets: list[Builder[variants.Dataquery]], *, unit: str,
+          description: str, w: int = 12, h: int = 8,
+          steps: dash.ThresholdsConfig | None = None, decimals: int | None = None,
+          min_: float | None = None, max_: float | None = None) -> PanelBuilder:
+    """A panel without id or position (the dashboard builder lays them out)."""
+    built = (_new_panel(kind).title(title).description(description).datasource(DATASOURCE)
+             .targets(targets).unit(unit).thresholds(steps or thresholds(("green", None)))
+             .span(w).height(h))
+    if decimals is not None:
+        built = built.decimals(decimals)
+    if min_ is not None:
+        built = built.min(min_)
+    if max_ is not None:
+        built = built.max(max_)
+    return built
 
 
-def stat(title: str, expr: str, legend: str = "", **kw: Any) -> dict[str, Any]:
+def timeseries(title: str, *targets: prometheus.Dataquery, **kw: Any) -> PanelBuilder:
+    return panel("timeseries", title, [*targets], **kw)
+
+
+def stat(title: str, expr: str, legend: str = "", **kw: Any) -> PanelBuilder:
     return panel("stat", title, [target(expr, legend, instant=True)], w=kw.pop("w", 6),
                  h=kw.pop("h", 5), **kw)
 
 
-def layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each panel an id and a gridPos, filling rows of 24 columns left to right."""
-    x = y = row_h = 0
-    out = []
-    for number, p in enumerate(panels, start=1):
-        w, h = p.pop("_size")
-        if x + w > GRID_WIDTH:
-            x, y, row_h = 0, y + row_h, 0
-        out.append({"id": number, "gridPos": {"h": h, "w": w, "x": x, "y": y}, **p})
-        x += w
-        row_h = max(row_h, h)
-    return out
+def datasource_variable() -> dash.DatasourceVariable:
+    """``$datasource``: which Prometheus the panels ask (no uid fixed in the JSON)."""
+    return (dash.DatasourceVariable(DATASOURCE_VARIABLE).label("Datasource")
+            .type(DATASOURCE_TYPE).hide(model.VariableHide.DONT_HIDE))
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]],
-              variables: list[dict[str, Any]] | None = None,
-              time_from: str = "now-6h") -> dict[str, Any]:
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": TAGS,
-        "timezone": "browser",
-        "editable": False,
-        "graphTooltip": 1,
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": time_from, "to": "now"},
-        "annotations": {"list": []},
-        "links": [{"title": "M-Pesa dashboards", "type": "dashboards", "tags": ["mpesa"],
-                   "asDropdown": True, "includeVars": False, "keepTime": True}],
-        "templating": {"list": variables or []},
-        "panels": layout(panels),
-    }
-
-
-def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
+def query_variable(name: str, label: str, query: str) -> dash.QueryVariable:
     """A dashboard variable filled from Prometheus (refreshed when the time range changes)."""
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DATASOURCE,
-        "definition": query,
-        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        "refresh": 2,
-        "sort": 1,
-        "multi": False,
-        "includeAll": False,
-        "hide": 0,
-        "regex": "",
-        "current": {},
-        "options": [],
-    }
+    return (dash.QueryVariable(name).label(label).datasource(DATASOURCE)
+            .query({"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"})
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(False).include_all(False))
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[PanelBuilder],
+              variables: list[Any] | None = None,
+              time_from: str = "now-6h") -> model.Dashboard:
+    """One dashboard: panels numbered and laid out left to right by the SDK."""
+    built = (dash.Dashboard(title).uid(uid).description(description).tags(TAGS)
+             .timezone("browser").readonly().tooltip(model.DashboardCursorSync.CROSSHAIR)
+             .version(1).refresh("30s").time(time_from, "now")
+             .link(dash.DashboardLink("M-Pesa dashboards")
+                   .type(model.DashboardLinkType.DASHBOARDS).tags(["mpesa"])
+                   .as_dropdown(True).include_vars(False).keep_time(True))
+             .with_variable(datasource_variable()))
+    for variable in variables or []:
+        built = built.with_variable(variable)
+    for number, item in enumerate(panels, start=1):
+        built = built.with_panel(item.id(number))
+    return built.build()
 
 
 def p95(metric: str, by: str = "", selector: str = "") -> str:
@@ -183,7 +188,7 @@ def p95(metric: str, by: str = "", selector: str = "") -> str:
 
 
 # --- dashboards ----------------------------------------------------------------------
-def overview() -> dict[str, Any]:
+def overview() -> model.Dashboard:
     requests = "mpesa_mcp_requests_total"
     panels = [
         stat("App targets up", 'sum(up{job="mpesa-mcp"})', unit="short",
@@ -250,7 +255,7 @@ def overview() -> dict[str, Any]:
                      "glance.", panels)
 
 
-def organization() -> dict[str, Any]:
+def organization() -> model.Dashboard:
     tx = f"mpesa_transactions_total{{{ORG}}}"
     panels = [
         stat("Transaction success rate (1h)",
@@ -314,7 +319,7 @@ def organization() -> dict[str, Any]:
                      panels, variables)
 
 
-def security() -> dict[str, Any]:
+def security() -> model.Dashboard:
     panels = [
         stat("Cross-tenant attempts (time range)",
              "sum(increase(mpesa_cross_tenant_attempts_total[$__range]))" + ZERO,
@@ -370,7 +375,7 @@ def security() -> dict[str, Any]:
                      "IPs.", panels, time_from="now-24h")
 
 
-def business() -> dict[str, Any]:
+def business() -> model.Dashboard:
     completed = 'mpesa_transactions_total{outcome!="pending"}'
     week = f"sum by (organization) (increase({completed}[7d]))"
     week_before = f"sum by (organization) (increase({completed}[7d] offset 7d))"
@@ -441,14 +446,18 @@ DASHBOARDS = {"overview": overview, "organization": organization,
               "security": security, "business": business}
 
 
+def to_json(board: model.Dashboard) -> str:
+    """The JSON text of one dashboard, as committed (the SDK's own encoder)."""
+    return json.dumps(board, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
 def build() -> dict[str, str]:
     """File name -> JSON text of every dashboard."""
-    return {f"{name}.json": json.dumps(make(), indent=2) + "\n"
-            for name, make in DASHBOARDS.items()}
+    return {f"{name}.json": to_json(make()) for name, make in DASHBOARDS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 when a committed file differs")
     args = parser.parse_args(argv)

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 CHANNELS = ("slack", "email", "sms")
 MAX_TEXT_CHARS = 20000
 
-#: Alert names from DESIGN.md, recognised anywhere in a text when no label names one.
+#: Alert names from docs/DESIGN.md, recognised anywhere in a text when no label names one.
 KNOWN_ALERTS = (
     "MPesaMCPDown",
     "DatabaseDown",
