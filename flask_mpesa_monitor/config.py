@@ -24,7 +24,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .redact import mask_phones

@@ -1,3 +1,4 @@
+import dataclasses
 import types
 import typing
 
@@ -217,7 +218,7 @@ def test_config_is_frozen_and_has_no_dynamic_attributes():
     config = MonitorConfig.from_mapping({})
     with pytest.raises(AttributeError):
         config.no_such_setting  # noqa: B018
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.max_organizations = 1  # type: ignore[misc]
 
 
@@ -234,4 +235,5 @@ def test_config_secret_file_content_validated_and_masked(tmp_path):
 def test_config_secret_and_its_file_both_set_is_refused(tmp_path):
     (tmp_path / "token").write_text("a\n")
     with pytest.raises(ValueError, match="MPESA_MONITOR_METRICS_TOKEN_FILE and MPESA_MONITOR_METRICS_TOKEN"):
-        MPesaMonitor(make_app(MPESA_MONITOR_METRICS_TOKEN="b", MPESA_MONITOR_METRICS_TOKEN_FILE=str(tmp_path / "token")))
+        MPesaMonitor(make_app(MPESA_MONITOR_METRICS_TOKEN="b",
+                              MPESA_MONITOR_METRICS_TOKEN_FILE=str(tmp_path / "token")))
