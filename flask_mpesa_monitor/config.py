@@ -210,7 +210,8 @@ def _secret_file(value: Any) -> str | None:
 
 # --- how values are shown in error messages ---------------------------------------------
 def _shown(value: Any) -> str:
-    return repr(value)
+    """The value as written, except a password inside a URL (``http://u:***@host``)."""
+    return repr(mask_phones(value)) if isinstance(value, str) else repr(value)
 
 
 def _shown_secret(value: Any) -> str:
@@ -221,6 +222,7 @@ def _shown_secret(value: Any) -> str:
 
 
 def _shown_dsn(value: Any) -> str:
+    """A DSN without its password (and, being secret-bearing, kept out of ``repr``)."""
     return repr(mask_phones(value)) if isinstance(value, str) else _shown_secret(value)
 
 
@@ -236,8 +238,8 @@ def setting(default: Any, parse: Parser, doc: str, *, show: Callable[[Any], str]
         out of the config's ``repr`` too.
     :param file_for: this setting names a file holding the value of that other setting.
     """
-    return field(repr=show is _shown, metadata={"default": default, "parse": parse, "doc": doc, "show": show,
-                           "file_for": file_for})
+    metadata = {"default": default, "parse": parse, "doc": doc, "show": show, "file_for": file_for}
+    return field(repr=show is _shown, metadata=metadata)
 
 
 @dataclass(frozen=True)

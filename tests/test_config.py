@@ -178,8 +178,11 @@ def test_config_dsn_refused_without_its_password():
 
 def test_config_repr_hides_secrets():
     config = MonitorConfig.from_mapping({"MPESA_MONITOR_METRICS_TOKEN": "tok-9f8e7d",
-                                         "MPESA_MONITOR_METRICS_BASIC_AUTH": "prom:pw-1a2b3c"})
-    assert "tok-9f8e7d" not in repr(config) and "pw-1a2b3c" not in repr(config)
+                                         "MPESA_MONITOR_METRICS_BASIC_AUTH": "prom:pw-1a2b3c",
+                                         "MPESA_MONITOR_DATABASE_URL": "postgresql://u:db-pw-5c6d@127.0.0.1/db"})
+    for secret in ("tok-9f8e7d", "pw-1a2b3c", "db-pw-5c6d"):
+        assert secret not in repr(config)
+    assert config.metrics_token == "tok-9f8e7d"  # hidden from repr, not from the code
 
 
 def test_config_accepts_the_edges_of_each_range(tmp_path):
@@ -237,3 +240,9 @@ def test_config_secret_and_its_file_both_set_is_refused(tmp_path):
     with pytest.raises(ValueError, match="MPESA_MONITOR_METRICS_TOKEN_FILE and MPESA_MONITOR_METRICS_TOKEN"):
         MPesaMonitor(make_app(MPESA_MONITOR_METRICS_TOKEN="b",
                               MPESA_MONITOR_METRICS_TOKEN_FILE=str(tmp_path / "token")))
+
+
+def test_config_url_refused_without_the_password_it_carries():
+    with pytest.raises(ValueError) as info:
+        MPesaMonitor(make_app(MPESA_MONITOR_ALERTMANAGER_URL="ftp://am:pa55-w0rd@127.0.0.1:9093"))
+    assert "MPESA_MONITOR_ALERTMANAGER_URL" in str(info.value) and "pa55-w0rd" not in str(info.value)
