@@ -9,7 +9,9 @@ from . import metrics
 from ._version import __version__
 from .alerts import AlertLevel
 from .extension import MPesaMonitor
+from .config import MonitorConfig
 from .instrument import monitor_database_operation, monitor_mcp_tool, monitor_mpesa_operation
+from .state import MonitorState, get_state
 from .transactions import CallbackResult, InvalidCallback
 
 __all__ = [
@@ -17,7 +19,10 @@ __all__ = [
     "CallbackResult",
     "InvalidCallback",
     "MPesaMonitor",
+    "MonitorConfig",
+    "MonitorState",
     "__version__",
+    "get_state",
     "metrics",
     "monitor_database_operation",
     "monitor_mcp_tool",

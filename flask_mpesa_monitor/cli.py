@@ -10,29 +10,23 @@ Registered twice on purpose: as the ``flask.commands`` entry point (setup.cfg) a
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
 from .alerts import AlertLevel
 from .redact import mask_phones
-
-if TYPE_CHECKING:
-    from .extension import _State
+from .state import MonitorState, get_state
 
 monitor = AppGroup("monitor", help="flask-mpesa-monitor: run health checks, send a test alert.")
 
 
-def _state() -> "_State":
-    state = current_app.extensions.get("mpesa_monitor")
-    if state is None:
-        raise click.ClickException(
-            "flask-mpesa-monitor is not initialised on this app: call MPesaMonitor(app) or "
-            "monitor.init_app(app) in the app factory that FLASK_APP names."
-        )
-    return state
+def _state() -> MonitorState:
+    """The app's state, or a one-line error (not a traceback) for an app never initialised."""
+    try:
+        return get_state()
+    except RuntimeError as exc:
+        raise click.ClickException(f"{exc} (the app that --app or FLASK_APP names)") from None
 
 
 @monitor.command("check")

@@ -17,9 +17,7 @@ here needs OpenMetrics (no exemplars; ``*_created`` are off).
 
 from __future__ import annotations
 
-import base64
 import glob
-import hmac
 import json
 import mmap
 import os
@@ -41,9 +39,9 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsExporter:
-    """Renders the exposition for a scrape, after checking its credentials."""
+    """Renders the exposition for a scrape (credentials are checked before, by :mod:`.auth`)."""
 
-    def __init__(self, token: str | None = None, basic_auth: str | None = None) -> None:
+    def __init__(self) -> None:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
             "prometheus_multiproc_dir"
         )
@@ -57,33 +55,6 @@ class MetricsExporter:
         else:
             self.registry = metrics.registry
             self._renderer = ProcessRenderer(self.registry, list(metrics.CATALOGUE.values()))
-        self._token = token.encode() if token else None
-        self._basic = basic_auth.encode() if basic_auth else None
-
-    @property
-    def protected(self) -> bool:
-        return self._token is not None or self._basic is not None
-
-    def authorized(self, authorization: str | None) -> bool:
-        """Check an ``Authorization`` header against the configured token or password.
-
-        Compared with :func:`hmac.compare_digest` so timing does not leak the secret.
-        """
-        if not self.protected:
-            return True
-        if not authorization:
-            return False
-        scheme, _, credentials = authorization.partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer" and self._token is not None:
-            return hmac.compare_digest(credentials.strip().encode(), self._token)
-        if scheme == "basic" and self._basic is not None:
-            try:
-                decoded = base64.b64decode(credentials.strip(), validate=True)
-            except (ValueError, TypeError):
-                return False
-            return hmac.compare_digest(decoded, self._basic)
-        return False
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when ``accept`` asks).

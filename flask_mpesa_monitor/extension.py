@@ -10,7 +10,9 @@ Example::
         monitor.init_app(app)
         return app
 
-State lives in ``app.extensions["mpesa_monitor"]``; the metric objects themselves are
+State lives in one :class:`~flask_mpesa_monitor.state.MonitorState` per app, in
+``app.extensions["mpesa_monitor"]`` (find it with
+:func:`~flask_mpesa_monitor.state.get_state`); the metric objects themselves are
 per process (see :mod:`flask_mpesa_monitor.metrics`), so an app created many times, or
 several apps in one process, never collide. Methods such as
 :meth:`MPesaMonitor.record_stk_callback` act on the current app's state, or, outside an
@@ -19,7 +21,6 @@ app context, on the app this monitor was last initialised with.
 
 from __future__ import annotations
 
-import hmac
 import weakref
 from typing import Any, Callable, TypeVar
 
@@ -27,151 +28,19 @@ from flask import Flask, current_app, has_app_context
 
 from . import metrics, tenancy
 from ._version import __version__
-from .alerts import AlertLevel, AlertSender, SendResult
-from .config import DEFAULT_RUNBOOK_URL, MonitorConfig
-from .exposition import MetricsExporter
-from .health import (
-    DatabaseCheck, HealthCheck, HealthReport, HealthRunner, MPesaAPICheck, SecurityCheck, SystemCheck,
-)
+from .alerts import AlertLevel
+from .cli import monitor as monitor_commands
+from .config import MonitorConfig
+from .health import HealthCheck, HealthReport
 from .redact import get_logger
-from .request_hooks import RequestMetrics
-from .security import SecurityTracker
-from .summary import PrometheusSummary, SummaryWindow, default_store_path
-from .transactions import CallbackResult, TransactionTracker
+from .state import EXTENSION_KEY, MonitorState
+from .summary import AccessRule
+from .transactions import CallbackResult
+from .views import bp
 
-EXTENSION_KEY = "mpesa_monitor"
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = get_logger(__name__)
-
-
-class _State:
-    """Everything the extension keeps for one app."""
-
-    def __init__(self, monitor: "MPesaMonitor", app: Flask, config: MonitorConfig) -> None:
-        self.monitor = monitor
-        self.config = config
-        self.exporter = MetricsExporter(config.metrics_token, config.metrics_basic_auth)
-        self.request_metrics = RequestMetrics(
-            config.excluded_paths, config.organization_header, monitor._resolve_organization,
-            on_request=self.start_background, on_recorded=self.record_user,
-        )
-        self.security = SecurityTracker(
-            config.auth_failure_threshold,
-            config.auth_failure_window,
-            on_cross_tenant=self.on_cross_tenant,
-        )
-        self.alerts = AlertSender(
-            config.alertmanager_url,
-            queue_size=config.alert_queue_size,
-            timeout=config.alert_timeout,
-            dashboard_url=config.dashboard_url,
-            runbook_url=config.runbook_url or DEFAULT_RUNBOOK_URL,
-        )
-        self.summary = SummaryWindow(default_store_path(config.summary_db))
-        self.summary_source: SummaryWindow | PrometheusSummary = (
-            PrometheusSummary(config.prometheus_url, self.summary) if config.prometheus_url else self.summary
-        )
-        self.transactions = TransactionTracker(
-            config.stk_callback_timeout,
-            config.max_pending_stk,
-            on_transaction=self.summary.record_transaction,
-            on_invalid_callback=lambda org: self.security.record_security_event(
-                "invalid_callback", "medium", org or None),
-        )
-        self._health_token = config.health_token.encode() if config.health_token else None
-        self.health = HealthRunner(config.health_interval, config.health_background)
-        self.health.add_tick_hook(self.transactions.expire)
-        self.database_check: DatabaseCheck | None = None
-        self.security_check = SecurityCheck(self.security, config.security_window, send_alert=self.send_alert)
-        self.health.add(HealthCheck("security", self.security_check, config.health_timeout))
-        self.health.add(HealthCheck(
-            "system",
-            SystemCheck(config.cpu_warning, config.memory_warning, config.disk_warning, config.disk_path),
-            config.health_timeout, component_type="system"))
-        if config.database_url:
-            self.set_database(config.database_url)
-        if config.daraja_base_url:
-            self.health.add(HealthCheck(
-                "mpesa_api",
-                MPesaAPICheck(config.daraja_base_url, config.daraja_consumer_key,
-                              config.daraja_consumer_secret, config.daraja_latency_threshold,
-                              config.health_timeout),
-                config.health_timeout))
-
-    # --- health -------------------------------------------------------------------
-    def set_database(self, source: Any, timeout: float | None = None) -> None:
-        timeout = timeout or self.config.health_timeout
-        self.database_check = DatabaseCheck(source, timeout)
-        self.health.add(HealthCheck("database", self.database_check, timeout, critical=True,
-                                    component_type="datastore"))
-
-    def health_authorized(self, authorization: str | None) -> bool:
-        """True for ``Authorization: Bearer <MPESA_MONITOR_HEALTH_TOKEN>`` (constant time)."""
-        if self._health_token is None or not authorization:
-            return False
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(credentials.strip().encode(), self._health_token)
-
-    def start_background(self) -> None:
-        """At every request: start this worker's health thread on its first one (after fork)."""
-        self.health.ensure_started()
-
-    # --- summary ------------------------------------------------------------------
-    def record_user(self, organization: str) -> None:
-        """After each counted request: feed ``active_users`` from the app's user resolver."""
-        resolver = self.monitor._user_resolver
-        if resolver is None:
-            return
-        try:
-            user = resolver()
-            if user is not None and user != "":
-                self.summary.record_user(organization, user)
-        except Exception:  # an app resolver failing must not fail the request
-            log.exception("the user resolver failed")
-
-    def summary_scope(self, organization: str | None, authorization: str | None) -> tuple[int | None, str | None]:
-        """Who may see which summary: ``(error status or None, organization to show)``.
-
-        Without an app rule, the ``/metrics`` credentials decide. With one, valid
-        ``/metrics`` credentials (when set) still see everything; otherwise the rule
-        answers True (anything), False/None (nothing) or the caller's organization (that
-        one only; asking for another is a cross-tenant attempt).
-        """
-        rule = self.monitor._summary_access
-        if rule is None:
-            return (None, organization) if self.exporter.authorized(authorization) else (401, None)
-        if self.exporter.protected and self.exporter.authorized(authorization):
-            return None, organization
-        answer = rule(organization)
-        if answer is True:
-            return None, organization
-        if answer is None or answer is False:
-            return 403, None
-        caller = str(answer)
-        if organization is None:
-            return None, caller
-        if not self.security.verify_tenant_isolation(caller, organization):
-            return 403, None
-        return None, organization
-
-    # --- alerts -------------------------------------------------------------------
-    def send_alert(self, level: AlertLevel | str, title: str, message: str, **kwargs: Any) -> SendResult:
-        return self.alerts.send(level, title, message, **kwargs)
-
-    def on_cross_tenant(self, caller: str, target: str) -> None:
-        """The critical app-side CrossTenantAccessAttempt alert (labelled with the caller)."""
-        self.alerts.send(
-            AlertLevel.CRITICAL,
-            "Cross-tenant access attempt",
-            f"Organization {caller} tried to reach data of organization {target}.",
-            organization=caller,
-            alertname="CrossTenantAccessAttempt",
-            annotations={"target_organization": target},
-            dashboard="mpesa-security",
-        )
 
 
 class MPesaMonitor:
@@ -185,12 +54,12 @@ class MPesaMonitor:
     def __init__(self, app: Flask | None = None, *, organization_resolver: Callable[[], Any] | None = None) -> None:
         self._organization_resolver = organization_resolver
         self._user_resolver: Callable[[], Any] | None = None
-        self._summary_access: Callable[[str | None], Any] | None = None
+        self._summary_access: AccessRule | None = None
         self._health_checks: dict[str, tuple[Callable[[], Any], bool, float | None]] = {}
         self._encryption_self_test: Callable[[], Any] | None = None
         self._audit_verifier: Callable[[], Any] | None = None
-        self._states: weakref.WeakSet[_State] = weakref.WeakSet()
-        self._last_state: _State | None = None
+        self._states: weakref.WeakSet[MonitorState] = weakref.WeakSet()
+        self._last_state: MonitorState | None = None
         if app is not None:
             self.init_app(app)
 
@@ -202,24 +71,24 @@ class MPesaMonitor:
                 "MPesaMonitor once and call init_app once per app (in the app factory)."
             )
         config = MonitorConfig.from_mapping(app.config)
+        # The label guards are process-wide, as the metric registry is.
         tenancy.organizations.set_limit(config.max_organizations)
+        tenancy.ips.set_limit(config.max_suspicious_ips)
         metrics.build_info.labels(__version__).set(1)
-        state = _State(self, app, config)
+        state = MonitorState(self, config, self._resolve_organization, self._record_user)
         app.extensions[EXTENSION_KEY] = state
         state.request_metrics.register(app)
-        from .cli import monitor as monitor_commands
-        from .views import bp
-
         app.register_blueprint(bp)
         app.cli.add_command(monitor_commands)
         self._states.add(state)
         self._last_state = state
         for name in self._health_checks:
             self._apply_health_check(state, name)
-        self._apply_security_hooks(state)
+        self._apply_app_hooks(state)
 
     # --- state lookup -------------------------------------------------------------
-    def _state(self) -> _State:
+    def _state(self) -> MonitorState:
+        """The current app's state if this monitor initialised it, else the last app's."""
         if has_app_context():
             state = current_app.extensions.get(EXTENSION_KEY)
             if state is not None and state.monitor is self:
@@ -321,7 +190,7 @@ class MPesaMonitor:
 
         return register
 
-    def _apply_health_check(self, state: _State, name: str) -> None:
+    def _apply_health_check(self, state: MonitorState, name: str) -> None:
         func, critical, timeout = self._health_checks[name]
         state.health.add(HealthCheck(name, func, timeout or state.config.health_timeout, critical))
 
@@ -340,7 +209,7 @@ class MPesaMonitor:
         ``security`` check unhealthy. Usable as a decorator."""
         self._encryption_self_test = func
         for state in list(self._states):
-            self._apply_security_hooks(state)
+            self._apply_app_hooks(state)
         return func
 
     def audit_verifier(self, func: F) -> F:
@@ -352,12 +221,14 @@ class MPesaMonitor:
         """
         self._audit_verifier = func
         for state in list(self._states):
-            self._apply_security_hooks(state)
+            self._apply_app_hooks(state)
         return func
 
-    def _apply_security_hooks(self, state: _State) -> None:
+    def _apply_app_hooks(self, state: MonitorState) -> None:
+        """Hand what the app registered on this monitor to one app's state."""
         state.security_check.encryption_self_test = self._encryption_self_test
         state.security_check.audit_verifier = self._audit_verifier
+        state.summary_access.rule = self._summary_access
 
     def run_health_checks(self) -> HealthReport:
         """Run every check of the current app now and return the report (CLI, tests)."""
@@ -377,6 +248,18 @@ class MPesaMonitor:
         self._user_resolver = func
         return func
 
+    def _record_user(self, organization: str) -> None:
+        """After each counted request: feed ``active_users`` from the app's user resolver."""
+        resolver = self._user_resolver
+        if resolver is None:
+            return
+        try:
+            user = resolver()
+            if user is not None and user != "":
+                self._state().summary.record_user(organization, user)
+        except Exception:  # an app resolver failing must not fail the request
+            log.exception("the user resolver failed")
+
     def summary_access(self, func: F) -> F:
         """Register who may read ``/metrics/summary``; replaces the ``/metrics`` guard.
 
@@ -390,6 +273,8 @@ class MPesaMonitor:
                 return True if g.user.is_admin else g.user.org_id
         """
         self._summary_access = func
+        for state in list(self._states):
+            self._apply_app_hooks(state)
         return func
 
     # --- alerts -------------------------------------------------------------------
@@ -413,6 +298,6 @@ class MPesaMonitor:
             monitor.send_alert(AlertLevel.HIGH, "Float low", "B2C float below 10,000 KES",
                                organization="acme")
         """
-        result = self._state().send_alert(level, title, message, details=details, organization=organization,
-                                          alertname=alertname)
+        result = self._state().alerts.send(level, title, message, details=details, organization=organization,
+                                           alertname=alertname)
         return result.action != "dropped"

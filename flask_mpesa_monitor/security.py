@@ -6,8 +6,9 @@ front of organization-scoped data: it answers whether access is allowed and, whe
 not, counts the attempt and raises a critical alert at once.
 
 Failed logins are remembered per IP in bounded memory (per process); an IP past the
-threshold within the window is exported as ``mpesa_suspicious_ips{ip}``, at most N
-distinct IPs per process (series cannot be removed in multiprocess mode).
+threshold within the window is exported as ``mpesa_suspicious_ips{ip}``, at most
+``MPESA_MONITOR_MAX_SUSPICIOUS_IPS`` distinct IPs per process (series cannot be removed
+in multiprocess mode), later ones as ``ip="other"``.
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ class SecurityTracker:
         self,
         failure_threshold: int = 20,
         failure_window: float = 900.0,
-        on_cross_tenant: Callable[[str, str], None] | None = None,
+        send_alert: Callable[..., Any] | None = None,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.failure_window = failure_window
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._exported: dict[str, str] = {}  # ip -> label value
         self._lock = threading.Lock()
-        self._on_cross_tenant = on_cross_tenant
+        self._send_alert = send_alert
         self.last_cross_tenant: float | None = None
         self.last_auth_burst: float | None = None
 
@@ -100,7 +101,8 @@ class SecurityTracker:
 
         On a mismatch, counts ``mpesa_cross_tenant_attempts_total{organization=<caller>}``
         and a critical ``cross_tenant_access`` security event, and raises the critical
-        ``CrossTenantAccessAttempt`` alert; returns False. The app decides what to answer
+        app-side ``CrossTenantAccessAttempt`` alert (labelled with the caller) through
+        ``send_alert``; returns False. The app decides what to answer
         (usually 403).
         """
         if user_org is not None and requested_org is not None and str(user_org) == str(requested_org):
@@ -111,9 +113,17 @@ class SecurityTracker:
         metrics.cross_tenant_attempts_total.labels(caller).inc()
         self.record_security_event("cross_tenant_access", "critical", caller)
         log.warning("cross-tenant access attempt: organization=%s requested=%s", caller, target)
-        if self._on_cross_tenant is not None:
+        if self._send_alert is not None:
             try:
-                self._on_cross_tenant(caller, target)
+                self._send_alert(
+                    "critical",
+                    "Cross-tenant access attempt",
+                    f"Organization {caller} tried to reach data of organization {target}.",
+                    organization=caller,
+                    alertname="CrossTenantAccessAttempt",
+                    annotations={"target_organization": target},
+                    dashboard="mpesa-security",
+                )
             except Exception:
                 log.exception("cross-tenant alert could not be raised")
         return False

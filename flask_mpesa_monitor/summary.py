@@ -21,6 +21,9 @@ Two sources:
   (Prometheus extrapolates, so its figures are rounded estimates). Users have no metric
   (a user id must never be a label), so ``active_users`` still comes from the window.
 
+Who may read which figures is :class:`SummaryAccess`: the ``/metrics`` credentials, or
+the app's own rule (``@monitor.summary_access``) that can narrow a caller to one tenant.
+
 Active users are counted in bounded memory: user ids are hashed with a per-store random
 key (never stored in clear), and each (organization, hour) keeps at most
 ``sketch_size`` of the smallest hashes (a K-minimum-values sketch). Below that size the
@@ -36,9 +39,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from . import tenancy
+from .auth import Credentials
 from .health.background import Ticker, after_fork_in_child, at_exit
 from .redact import get_logger
 
@@ -352,3 +356,43 @@ class PrometheusSummary:
             "revenue_24h": round(values["revenue"], 2),
             "success_rate_24h": _rate(int(min(successes, completed)), int(completed)),
         }
+
+
+#: An app's summary rule: called with the requested organization (None: all); answers
+#: True (allowed), False/None (refused) or the caller's own organization.
+AccessRule = Callable[[str | None], Any]
+
+
+class SummaryAccess:
+    """Who may see which summary, decided per request of ``/metrics/summary``.
+
+    Without an app rule, the ``/metrics`` credentials decide. With one, valid
+    ``/metrics`` credentials (when set) still see everything; otherwise the rule answers
+    True (anything), False/None (nothing) or the caller's organization (that one only;
+    asking for another is a cross-tenant attempt, counted and alerted by
+    ``verify_tenant_isolation``).
+    """
+
+    def __init__(self, credentials: Credentials, verify_tenant_isolation: Callable[[str, str], bool],
+                 rule: AccessRule | None = None) -> None:
+        self.credentials = credentials
+        self.verify_tenant_isolation = verify_tenant_isolation
+        self.rule = rule
+
+    def scope(self, organization: str | None, authorization: str | None) -> tuple[int | None, str | None]:
+        """``(error status or None, organization to show or None for all)``."""
+        if self.rule is None:
+            return (None, organization) if self.credentials.authorized(authorization) else (401, None)
+        if self.credentials.matches(authorization):
+            return None, organization
+        answer = self.rule(organization)
+        if answer is True:
+            return None, organization
+        if answer is None or answer is False:
+            return 403, None
+        caller = str(answer)
+        if organization is None:
+            return None, caller
+        if not self.verify_tenant_isolation(caller, organization):
+            return 403, None
+        return None, organization

@@ -5,24 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from . import tenancy
 from ._version import __version__
 from .health import HEALTH_JSON
+from .state import get_state
 from .summary import PrometheusSummary, SummaryUnavailable
 
-if TYPE_CHECKING:
-    from .extension import _State
-
 bp = Blueprint("mpesa_monitor", __name__)
-
-
-def _state() -> "_State":
-    return current_app.extensions["mpesa_monitor"]
-
 
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
@@ -43,10 +35,10 @@ def health() -> Response:
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
-    exporter = _state().exporter
-    if not exporter.authorized(request.headers.get("Authorization")):
+    state = get_state()
+    if not state.metrics_auth.authorized(request.headers.get("Authorization")):
         return _unauthorized()
-    body, content_type = exporter.render(request.headers.get("Accept"))
+    body, content_type = state.exporter.render(request.headers.get("Accept"))
     response = Response(body, status=200, content_type=content_type)
     response.vary.add("Accept-Encoding")
     if "gzip" in request.headers.get("Accept-Encoding", ""):
@@ -63,9 +55,9 @@ def health_detailed() -> Response:
     Details (errors, thresholds) only with ``Authorization: Bearer <HEALTH_TOKEN>``;
     ``Accept: application/health+json`` gets the IETF draft's shape.
     """
-    state = _state()
+    state = get_state()
     report = state.health.report()
-    details = state.health_authorized(request.headers.get("Authorization"))
+    details = state.health_auth.matches(request.headers.get("Authorization"))
     if request.accept_mimetypes.best_match(["application/json", HEALTH_JSON]) == HEALTH_JSON:
         body, mimetype = report.to_health_json(details, __version__), HEALTH_JSON
     else:
@@ -78,13 +70,13 @@ def health_detailed() -> Response:
 @bp.get("/metrics/summary")
 def metrics_summary() -> Response:
     """The last 24 hours' business figures, for all organizations or ``?organization=X``."""
-    state = _state()
+    state = get_state()
     organization = request.args.get("organization") or None
     if organization is not None and not tenancy.organizations.is_valid(organization):
         response = jsonify(error="bad_request", message="organization must be an organization id.")
         response.status_code = 400
         return response
-    error, scope = state.summary_scope(organization, request.headers.get("Authorization"))
+    error, scope = state.summary_access.scope(organization, request.headers.get("Authorization"))
     if error == 401:
         return _unauthorized()
     if error is not None:

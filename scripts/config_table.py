@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Print (or --write into README.md) the table of every MPESA_MONITOR_* setting.
 
-The table is generated from flask_mpesa_monitor.config.SETTINGS so it cannot drift;
+The table is generated from flask_mpesa_monitor.config.SETTINGS (the fields of
+MonitorConfig) so it cannot drift;
 tests/test_readme.py fails when README.md is not up to date.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_mpesa_monitor.config import PREFIX, SETTINGS  # noqa: E402
+from flask_mpesa_monitor.config import SETTINGS  # noqa: E402
 
 BEGIN = "<!-- config-table:begin -->"
 END = "<!-- config-table:end -->"
@@ -28,7 +29,7 @@ def _default(value: object) -> str:
 
 def table() -> str:
     rows = ["| setting | default | what it does |", "|---|---|---|"]
-    rows += [f"| `{PREFIX}{s.key}` | {_default(s.default)} | {s.doc} |" for s in SETTINGS]
+    rows += [f"| `{s.config_key}` | {_default(s.default)} | {s.doc} |" for s in SETTINGS]
     return "\n".join(rows)
 
 

@@ -9,6 +9,8 @@ from flask import Flask
 
 from examples.demo.servers import free_port
 from flask_mpesa_monitor import MPesaMonitor
+from flask_mpesa_monitor.cli import monitor as monitor_commands
+from flask_mpesa_monitor.state import get_state
 
 ROOT = Path(__file__).resolve().parent.parent
 AM_CONFIG = 'route: {receiver: "null"}\nreceivers: [{name: "null"}]\n'
@@ -69,7 +71,7 @@ def test_cli_test_alert_says_where_it_went_otherwise():
     app, _ = make_app(MPESA_MONITOR_ALERTMANAGER_URL=down, MPESA_MONITOR_ALERT_TIMEOUT=0.5)
     failed = app.test_cli_runner().invoke(args=["monitor", "test-alert", "--severity", "critical"])
     assert failed.exit_code == 1 and f"NOT sent to {down}: ConnectionError" in failed.output
-    assert app.extensions["mpesa_monitor"].alerts.pending == 0
+    assert get_state(app).alerts.pending == 0
 
 
 def test_cli_registered_on_the_app_without_reinstalling(tmp_path):
@@ -87,3 +89,14 @@ def test_cli_registered_on_the_app_without_reinstalling(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "database" in result.stdout and "overall:" in result.stdout
+
+
+def test_cli_on_an_app_never_initialised_says_what_to_do():
+    """The entry-point group runs on any app; without init_app it explains, no traceback."""
+    app = Flask("plain_app")
+    app.cli.add_command(monitor_commands)
+    for args in (["monitor", "check"], ["monitor", "test-alert"]):
+        result = app.test_cli_runner().invoke(args=args)
+        assert result.exit_code == 1
+        assert "was not initialised on this app ('plain_app'); call MPesaMonitor(app)" in result.output
+        assert "Traceback" not in result.output

@@ -237,7 +237,10 @@ def test_summary_prometheus_unreachable_is_503():
 
 
 def test_summary_unwritable_store_answers_503_and_requests_still_work(tmp_path):
-    app, monitor = make_app(MPESA_MONITOR_SUMMARY_DB=str(tmp_path / "missing" / "summary.sqlite"))
+    store_dir = tmp_path / "gone"
+    store_dir.mkdir()  # init_app refuses a store that cannot be created
+    app, monitor = make_app(MPESA_MONITOR_SUMMARY_DB=str(store_dir / "summary.sqlite"))
+    store_dir.rmdir()  # and the directory disappears after start-up
     monitor.record_transaction("acme", "c2b", "success", amount=10)  # buffered: never raises
     client = app.test_client()
     assert client.get("/orders/acme", headers={"X-User": "alice"}).status_code == 200

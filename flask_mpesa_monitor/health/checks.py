@@ -93,14 +93,26 @@ class SystemCheck:
         self._psutil = psutil
         self.thresholds = {"cpu": cpu_warning, "memory": memory_warning, "disk": disk_warning}
         self.disk_path = disk_path
-        # cpu_percent(interval=None) compares with the previous call: prime it now so
-        # the first check reads a real figure instead of 0.0, without sleeping.
-        psutil.cpu_percent(interval=None)
+        # The CPU figure is the busy share since the previous check, from our own last
+        # sample: psutil.cpu_percent(interval=None) keeps its sample per thread (psutil
+        # 5.9.6+), and the runner runs each check in a new thread, so it would read 0.0
+        # every time. Sampled now so the first check reads a real figure without sleeping.
+        self._last_cpu = psutil.cpu_times()
+
+    def _cpu_ratio(self) -> float:
+        """Busy share of all CPUs since the previous call (0 when no time passed)."""
+        now = self._psutil.cpu_times()
+        last, self._last_cpu = self._last_cpu, now
+        deltas = {name: max(0.0, getattr(now, name) - getattr(last, name)) for name in now._fields}
+        # guest time is already counted in user and nice (as psutil itself does)
+        total = sum(deltas.values()) - deltas.get("guest", 0.0) - deltas.get("guest_nice", 0.0)
+        idle = deltas.get("idle", 0.0) + deltas.get("iowait", 0.0)
+        return min(1.0, max(0.0, (total - idle) / total)) if total > 0 else 0.0
 
     def __call__(self) -> Outcome:
         psutil = self._psutil
         ratios = {
-            "cpu": psutil.cpu_percent(interval=None) / 100.0,
+            "cpu": self._cpu_ratio(),
             "memory": psutil.virtual_memory().percent / 100.0,
             "disk": psutil.disk_usage(self.disk_path).percent / 100.0,
         }
