@@ -136,6 +136,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             monitor.record_rate_limit_hit(org_id, "per_minute")
             abort(429)
 
+    @app.get("/")
+    def index():
+        # What a person opening the demo app's address can do with it.
+        return jsonify(app="flask-mpesa-monitor demo", organizations=sorted(organizations), endpoints={
+            "POST /login": '{"username": "demo", "password": ..., "organization": ...} -> a bearer token',
+            "POST /orgs/<org_id>/stk-push": '{"phone": ..., "amount": ...}',
+            "GET /orgs/<org_id>/transactions": "the tenant's transactions",
+            "GET /orgs/<org_id>/balance": "the tenant's balance",
+            "GET /health, /health/detailed": "health checks",
+            "GET /metrics": "Prometheus metrics (bearer token)",
+            "GET /metrics/summary": "24 h figures (a tenant's own, or all with the metrics token)",
+        })
+
     @app.post("/login")
     def login():
         body = request.get_json(silent=True) or {}
