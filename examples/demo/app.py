@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, abort, g, jsonify, request
@@ -64,12 +65,17 @@ def _limits(text: str) -> dict[str, int]:
     return {org.strip(): int(limit) for org, limit in pairs}
 
 
+DEFAULT_SQLITE = Path(__file__).resolve().parents[2] / ".local-stack" / "demo.sqlite3"
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     env = os.environ
     app.config.update(
         SECRET_KEY=env.get("DEMO_SECRET_KEY", "demo-only-secret"),
-        DATABASE_URL=env.get("DATABASE_URL", "sqlite:///" + os.path.abspath("demo.sqlite3")),
+        # Without DATABASE_URL the demo keeps its SQLite file with the local stack's state
+        # (git-ignored), never in whatever directory a command happens to run in.
+        DATABASE_URL=env.get("DATABASE_URL", "sqlite:///" + str(DEFAULT_SQLITE)),
         DARAJA_BASE_URL=env.get("DARAJA_BASE_URL", "http://127.0.0.1:8081"),
         DEMO_PUBLIC_URL=env.get("DEMO_PUBLIC_URL", "http://127.0.0.1:8000"),
         DEMO_ORGANIZATIONS=env.get("DEMO_ORGANIZATIONS", "acme,jambo,duka,safari").split(","),
