@@ -19,8 +19,6 @@ PROD_COMPOSE="docker-compose.prod.yml"
 EXAMPLE_ENV=".env.monitoring.example"
 SECRETS_DIR="deploy/secrets"
 RENDER_DIR="$SECRETS_DIR/rendered"
-TARGETS_FILE="deploy/prometheus/targets/mpesa-mcp.json"
-SLO_FILE="deploy/prometheus/rules/slo-objective.yml"
 
 # Settings that must be non-empty (documented in .env.monitoring.example).
 REQUIRED_SETTINGS=(
@@ -59,8 +57,9 @@ node-exporter, postgres-exporter) with docker-compose.
                    rules, rule unit tests, web config), amtool (config, route tests),
                    docker-compose config, the Grafana dashboards.
   --render         check the settings and secret files, write the generated files
-                   (targets, SLO objective, deploy/secrets/rendered/*) and stop there:
-                   to inspect what would be deployed. Needs no Docker.
+                   (deploy/secrets/rendered/: configs, targets, SLO objective; no
+                   committed file changes) and stop there: to inspect what would be
+                   deployed. Needs no Docker.
   --down           stop and remove the containers (named volumes and data are kept).
   --prod           add docker-compose.prod.yml (TLS proxy, environment=production);
                    needs MONITORING_DOMAIN and GRAFANA_BIND_ADDRESS=127.0.0.1.
@@ -292,137 +291,8 @@ run_check() {
 }
 
 # --- rendering -----------------------------------------------------------------------
-# Replace the value of every line marked "# rendered" (by key, or "# rendered (VAR)")
-# and of the watchdog URL; values come in RENDER_* environment variables.
-RENDER_YAML_PY='
-import json, os, re, sys
-
-src, dst = sys.argv[1], sys.argv[2]
-by_key = json.loads(os.environ.get("RENDER_KEYS", "{}"))
-replace = json.loads(os.environ.get("RENDER_REPLACE", "{}"))
-marked = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_]+):(\s*)(\S.*?)(\s+# rendered(?: \((\w+)\))?.*)$")
-out, missing = [], []
-for number, line in enumerate(open(src, encoding="utf-8").read().splitlines(), 1):
-    m = marked.match(line)
-    if m:
-        indent, key, space, _old, comment, var = m.groups()
-        if var:
-            value = os.environ.get(var)
-        else:
-            value = by_key.get(key)
-            if isinstance(value, list):
-                value = value.pop(0) if value else None
-        if value is None:
-            missing.append(f"{src}:{number}: no value for {var or key}")
-        else:
-            text = value if value in ("true", "false") else json.dumps(value)
-            line = f"{indent}{key}:{space or chr(32)}{text}{comment}"
-    out.append(line)
-text = "\n".join(out) + "\n"
-for old, new in replace.items():
-    if old not in text:
-        missing.append(f"{src}: {old!r} not found")
-    text = text.replace(old, new)
-if missing:
-    sys.exit("render: " + "; ".join(missing))
-tmp = dst + ".tmp"
-with open(tmp, "w", encoding="utf-8") as fh:
-    fh.write(text)
-os.replace(tmp, dst)
-'
-
-# deploy/prometheus/web.yml with the user and the bcrypt hash of the password file.
-# shellcheck disable=SC2016  # Python source: no shell expansion wanted.
-RENDER_WEB_PY='
-import os, re, shutil, subprocess, sys, warnings
-
-src, dst, user, password_file = sys.argv[1:5]
-password = open(password_file, encoding="utf-8").read().strip()
-
-def existing_hash():
-    try:
-        text = open(dst, encoding="utf-8").read()
-    except OSError:
-        return None
-    m = re.search(r"^\s+\"?" + re.escape(user) + r"\"?:\s*\"?(\$2[aby]?\$[^\s\"]+)", text, re.M)
-    return m.group(1) if m else None
-
-def bcrypt_hash(old):
-    try:
-        import bcrypt
-        if old and bcrypt.checkpw(password.encode(), old.encode()):
-            return old
-        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
-    except ImportError:
-        pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import crypt
-        except ImportError:
-            crypt = None
-    if crypt is not None:
-        if old and crypt.crypt(password, old) == old:
-            return old
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))
-        if hashed and hashed.startswith("$2"):
-            return hashed
-    if shutil.which("htpasswd"):
-        out = subprocess.run(["htpasswd", "-niBC", "10", user], input=password + "\n",
-                             capture_output=True, text=True, check=True).stdout
-        return out.strip().split(":", 1)[1]
-    sys.exit("render: cannot make a bcrypt hash: install python3-bcrypt or apache2-utils")
-
-hashed = bcrypt_hash(existing_hash())
-out, in_users, done = [], False, False
-for line in open(src, encoding="utf-8").read().splitlines():
-    if re.match(r"^basic_auth_users:\s*$", line):
-        in_users = True
-        out.append(line)
-        continue
-    if in_users and re.match(r"^\s+\S+:\s*\S", line):
-        if not done:
-            out.append(f"  \"{user}\": \"{hashed}\"")
-            done = True
-        continue
-    if in_users and line and not line.startswith((" ", "#")):
-        in_users = False
-    out.append(line)
-if not done:
-    sys.exit(f"render: no basic_auth_users entry in {src}")
-header = "# Rendered by deploy-monitoring.sh from deploy/prometheus/web.yml: edit that file.\n"
-tmp = dst + ".tmp"
-with open(tmp, "w", encoding="utf-8") as fh:
-    fh.write(header + "\n".join(out) + "\n")
-os.replace(tmp, dst)
-'
-
-RENDER_TARGETS_PY='
-import json, os, sys
-
-targets = [t.strip() for t in sys.argv[2].split(",") if t.strip()]
-text = json.dumps([{"targets": targets, "labels": {}}], indent=2) + "\n"
-tmp = sys.argv[1] + ".tmp"
-with open(tmp, "w", encoding="utf-8") as fh:
-    fh.write(text)
-os.replace(tmp, sys.argv[1])
-'
-
-# shellcheck disable=SC2016  # Python source: no shell expansion wanted.
-RENDER_SLO_PY='
-import os, re, sys
-
-path, objective = sys.argv[1], sys.argv[2]
-text = open(path, encoding="utf-8").read()
-new, count = re.subn(r"(?m)^(\s*expr:\s*)vector\([^)]*\)[ \t]*$",
-                    lambda m: f"{m.group(1)}vector({objective})", text)
-if count != 1:
-    sys.exit(f"render: expected one `expr: vector(...)` line in {path}, found {count}")
-if new != text:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(new)
-'
-
+# deploy/render.py writes every generated file under $RENDER_DIR (git-ignored): a render
+# never modifies a committed file.
 render_files() {
   say "== rendering generated files"
   mkdir -p "$RENDER_DIR"
@@ -433,30 +303,18 @@ render_files() {
   local name
   for name in "${REQUIRED_SECRETS[@]}"; do chmod 0644 "$(secret_path "$name")"; done
 
-  python3 -c "$RENDER_TARGETS_PY" "$TARGETS_FILE" "$(setting MPESA_APP_TARGETS)"
-  say "   $TARGETS_FILE: $(setting MPESA_APP_TARGETS)"
-  python3 -c "$RENDER_SLO_PY" "$SLO_FILE" "$(setting MPESA_SLO_OBJECTIVE)"
-  say "   $SLO_FILE: objective $(setting MPESA_SLO_OBJECTIVE)"
-
-  PROMETHEUS_BASIC_AUTH_USER="$(setting PROMETHEUS_BASIC_AUTH_USER)" \
-    python3 -c "$RENDER_YAML_PY" deploy/prometheus/prometheus.yml "$RENDER_DIR/prometheus.yml"
-  python3 -c "$RENDER_WEB_PY" deploy/prometheus/web.yml "$RENDER_DIR/prometheus-web.yml" \
-    "$(setting PROMETHEUS_BASIC_AUTH_USER)" "$(secret_path prometheus_password)"
-  say "   $RENDER_DIR/prometheus.yml, $RENDER_DIR/prometheus-web.yml"
-
-  local keys replace
-  keys="$(python3 -c 'import json, sys; print(json.dumps({
-    "smtp_from": sys.argv[1], "smtp_smarthost": sys.argv[2], "smtp_auth_username": sys.argv[3],
-    "smtp_require_tls": sys.argv[4], "to": [sys.argv[5], sys.argv[6]]}))' \
-    "$(setting ALERTMANAGER_SMTP_FROM)" "$(setting ALERTMANAGER_SMTP_SMARTHOST)" \
-    "$(setting ALERTMANAGER_SMTP_USERNAME)" "$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)" \
-    "$(setting ALERTMANAGER_EMAIL_TO_CRITICAL)" "$(setting ALERTMANAGER_EMAIL_TO_HIGH)")"
-  replace="$(python3 -c 'import json, sys; print(json.dumps({
-    "http://deadmans-switch.invalid/ping": sys.argv[1]}))' "$(setting ALERTMANAGER_WATCHDOG_URL)")"
-  RENDER_KEYS="$keys" RENDER_REPLACE="$replace" \
-    python3 -c "$RENDER_YAML_PY" deploy/alertmanager/alertmanager.yml "$RENDER_DIR/alertmanager.yml"
-  chmod 0644 "$RENDER_DIR"/*.yml
-  say "   $RENDER_DIR/alertmanager.yml"
+  python3 deploy/render.py render --out "$RENDER_DIR" \
+    --targets "$(setting MPESA_APP_TARGETS)" \
+    --slo-objective "$(setting MPESA_SLO_OBJECTIVE)" \
+    --prometheus-user "$(setting PROMETHEUS_BASIC_AUTH_USER)" \
+    --prometheus-password-file "$(secret_path prometheus_password)" \
+    --smtp-from "$(setting ALERTMANAGER_SMTP_FROM)" \
+    --smtp-smarthost "$(setting ALERTMANAGER_SMTP_SMARTHOST)" \
+    --smtp-username "$(setting ALERTMANAGER_SMTP_USERNAME)" \
+    --smtp-require-tls "$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)" \
+    --email-to-critical "$(setting ALERTMANAGER_EMAIL_TO_CRITICAL)" \
+    --email-to-high "$(setting ALERTMANAGER_EMAIL_TO_HIGH)" \
+    --watchdog-url "$(setting ALERTMANAGER_WATCHDOG_URL)"
   if command -v amtool >/dev/null 2>&1; then
     # amtool resolves the container paths of secrets and templates: check a copy.
     local work
@@ -480,7 +338,7 @@ render_files() {
 # Targets and dashboards are left out: Prometheus and Grafana reload those by themselves.
 config_digest() {
   find "$SECRETS_DIR" deploy/prometheus/rules deploy/alertmanager/templates \
-    deploy/grafana/provisioning -type f -print0 | LC_ALL=C sort -z |
+    deploy/grafana/provisioning -path "$RENDER_DIR/targets" -prune -o -type f -print0 | LC_ALL=C sort -z |
     xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
@@ -581,12 +439,7 @@ verify() {
   while :; do
     answer="$(prometheus_curl "http://127.0.0.1:$pport/api/v1/query" \
       --data-urlencode 'query=sum(up{job="mpesa-mcp"} == 1)' 2>/dev/null || true)"
-    up_count="$(printf '%s' "$answer" | python3 -c 'import json, sys
-try:
-    result = json.load(sys.stdin)["data"]["result"]
-    print(int(float(result[0]["value"][1])) if result else 0)
-except Exception:
-    print(0)')"
+    up_count="$(printf '%s' "$answer" | python3 deploy/render.py query-value)"
     [ "$up_count" -ge "$want" ] && break
     [ $SECONDS -ge $deadline ] && break
     sleep 5

@@ -30,21 +30,6 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
 ]
 
 
-#: What bench/proposed.patch (when present, not yet applied) does for a missed target.
-PATCHED = {
-    "inprocess": "changes flask_mpesa_monitor/request_hooks.py for this target (a WSGI timer, one hook, "
-                 "the request proxy resolved once, value-level updates)",
-    "scrape": "changes flask_mpesa_monitor/exposition.py for the multiprocess render (keys parsed and line "
-              "prefixes rendered once per process, only values read per scrape)",
-}
-
-
-def _patch_applied() -> bool:
-    from flask_mpesa_monitor import exposition, request_hooks
-
-    return hasattr(exposition, "MultiProcessRenderer") and hasattr(request_hooks, "_Timer")
-
-
 def _get(results: dict[str, Result], key: str, *path: str) -> Any:
     result = results.get(key)
     if result is None or result.skipped:
@@ -142,11 +127,7 @@ def write(results: dict[str, Result], info: dict[str, str], loads: dict[str, str
         targets_table(results),
         "",
     ]
-    pending_patch = (REPO_ROOT / "bench" / "proposed.patch").exists() and not _patch_applied()
     for key, result in results.items():
-        if pending_patch and key in PATCHED and any(t.met is False for t in result.targets):
-            result.notes.append(f"`bench/proposed.patch` {PATCHED[key]}; its header has the profile and the "
-                                "before/after figures.")
         section = result.markdown()
         if key in loads:
             section = section.rstrip("\n") + f" Load average (1 min) before: {loads[key]}.\n"

@@ -1,6 +1,7 @@
 """Shared fixtures: real servers on 127.0.0.1, started by the tests and always stopped.
 
-The launchers live in examples/demo/servers.py (the local demo stack uses them too).
+The launchers live in the package examples/demo/servers/ (the benchmarks and the local demo
+stack use them too).
 Server fixtures:
 
 - ``postgres`` (session): one PostgreSQL cluster for the whole run, with database and

@@ -193,8 +193,12 @@ def test_compose_prometheus_has_basic_auth_and_retention_settings() -> None:
     assert "--web.config.file=/etc/prometheus/web.yml" in command
     assert "--storage.tsdb.retention.time=30d" in command
     assert "--storage.tsdb.retention.size=20GB" in command
-    targets = [str(v).split(":")[1] for v in prometheus["volumes"]]
-    assert "/etc/prometheus/targets" in targets
+    mounts = {target: source for source, target, *_ in (str(v).split(":") for v in prometheus["volumes"])}
+    # The rendered files (deploy/render.py, git-ignored) are what the container reads.
+    assert Path(mounts["/etc/prometheus/targets"]) == ROOT / "deploy/secrets/rendered/targets"
+    assert Path(mounts["/etc/prometheus/rules/slo-objective.yml"]) \
+        == ROOT / "deploy/secrets/rendered/rules/slo-objective.yml"
+    assert Path(mounts["/etc/prometheus/rules"]) == ROOT / "deploy/prometheus/rules"
 
 
 def test_compose_example_env_lists_every_variable() -> None:
@@ -361,11 +365,14 @@ def test_deploy_render_writes_configs_that_real_servers_accept(
     result = run_script(repo, "--render", "--env-file", str(env))
     assert result.returncode == 0, result.stderr
 
-    targets = json.loads((repo / "deploy/prometheus/targets/mpesa-mcp.json").read_text())
-    assert targets[0]["targets"] == ["host.docker.internal:5000", "[::1]:5001"]
-    slo = (repo / "deploy/prometheus/rules/slo-objective.yml").read_text()
-    assert "expr: vector(0.999)" in slo
     rendered = repo / "deploy/secrets/rendered"
+    targets = json.loads((rendered / "targets/mpesa-mcp.json").read_text())
+    assert targets[0]["targets"] == ["host.docker.internal:5000", "[::1]:5001"]
+    slo = (rendered / "rules/slo-objective.yml").read_text()
+    assert "expr: vector(0.999)" in slo
+    # The committed files are templates: the render leaves them as they are.
+    for committed in ("deploy/prometheus/targets/mpesa-mcp.json", "deploy/prometheus/rules/slo-objective.yml"):
+        assert (repo / committed).read_text() == (ROOT / committed).read_text(), committed
     prom = yaml.safe_load((rendered / "prometheus.yml").read_text())
     self_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "prometheus")
     assert self_job["basic_auth"]["username"] == "reader"

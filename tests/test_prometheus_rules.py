@@ -307,7 +307,7 @@ def test_prometheus_slo_objective_is_one_rendered_setting() -> None:
     doc = load(RULES_DIR / "slo-objective.yml")
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     assert rules == [{"record": ":mpesa_stk_slo:objective", "expr": "vector(0.995)"}]
-    # The deploy script rewrites this line; the burn-rate alerts read the record only.
+    # The deploy script renders a copy with this line replaced; the burn-rate alerts read the record only.
     assert re.search(r"(?m)^ +expr: vector\(0\.995\)$",
                      (RULES_DIR / "slo-objective.yml").read_text())
     for name in ("STKSuccessSLOBurnFast", "STKSuccessSLOBurnSlow"):

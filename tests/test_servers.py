@@ -1,4 +1,4 @@
-"""Smoke tests of the server launchers (examples/demo/servers.py) the other tests rely on.
+"""Smoke tests of the server launchers (the package examples/demo/servers/) the other tests rely on.
 
 Each test proves one launcher starts a real, working server and stops it; if one of
 these fails, the integration tests that use that server cannot be trusted either.
@@ -6,14 +6,18 @@ these fails, the integration tests that use that server cannot be trusted either
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
+import re
 import signal
 import smtplib
 import socket
 import threading
 import uuid
 from email.message import EmailMessage
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -276,3 +280,41 @@ def test_wait_until_returns_value_and_times_out() -> None:
     assert wait_until(lambda: next(calls) >= 3, timeout=5, interval=0.001) is True
     with pytest.raises(TimeoutError, match="never"):
         wait_until(lambda: False, timeout=0.05, interval=0.01, description="never")
+
+
+# --- the package itself -------------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("package_name", "modules"), [
+    ("servers", {"process", "service", "postgres", "prometheus", "gunicorn", "fakes"}),
+    ("daraja_sim", {"config", "callbacks", "simulator", "app"}),
+])
+def test_package_reexports_every_public_name_of_its_modules(package_name: str, modules: set[str]) -> None:
+    """A launcher added as a new module is reachable as ``examples.demo.servers.X``."""
+    package = importlib.import_module(f"examples.demo.{package_name}")
+    found = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if info.name != "__main__")
+    assert modules <= set(found)
+    exported: set[str] = set()
+    for name in found:
+        module = importlib.import_module(f"{package.__name__}.{name}")
+        assert module.__all__, f"{name}.py declares no __all__"
+        for public in module.__all__:
+            assert getattr(package, public, None) is getattr(module, public), f"{name}.{public} not re-exported"
+        exported |= set(module.__all__)
+    assert set(package.__all__) == exported
+    assert not (REPO / "examples" / "demo" / f"{package_name}.py").exists()
+
+
+def test_tests_bench_and_local_stack_import_the_package_one_way() -> None:
+    """Only ``from examples.demo.servers import ...``: never a module of it, never relative."""
+    users = [*(REPO / "tests").rglob("*.py"), *(REPO / "bench").rglob("*.py"),
+             *(p for p in (REPO / "examples" / "demo").glob("*.py"))]
+    importers = []
+    for path in users:
+        text = path.read_text()
+        assert not re.search(r"from \.+servers\b|examples\.demo\.servers\.\w+ import|import examples\.demo\.servers\.",
+                             text), path
+        if "from examples.demo.servers import" in text:
+            importers.append(path.relative_to(REPO).parts[0])
+    assert {"tests", "bench", "examples"} <= set(importers)

@@ -5,8 +5,8 @@
 # prometheus.yml names container paths (/etc/prometheus/..., /run/secrets/...) and
 # secret files that only exist in the running stack, so it is checked from a temporary
 # copy with those paths rewritten and placeholder secret files created. The app's
-# targets file is the committed placeholder (targets/mpesa-mcp.json) unless the deploy
-# script has written the real one there.
+# targets file is the committed placeholder (targets/mpesa-mcp.json); the deploy script
+# writes the real one under deploy/secrets/rendered/ and never changes this one.
 #
 # Usage: deploy/prometheus/check-config.sh
 # Needs: promtool (Prometheus 2.42 or newer; PROMTOOL=/path/to/promtool to choose one).

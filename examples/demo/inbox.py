@@ -63,7 +63,7 @@ from typing import Any, Iterable
 
 from flask import Flask, Response, jsonify, request
 
-from .inbox_views import NAV, init_views
+from examples.demo.inbox_views import NAV, init_views
 
 __all__ = ["create_app", "Inbox", "parse_alert_text", "mask_phone", "start_smtp", "CHANNELS", "main"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 from flask import Blueprint, Response, current_app, request
 
-from . import dashboards as dashboard_files
+from examples.demo import dashboards as dashboard_files
 
 _STYLE = """body{font-family:sans-serif;margin:1em;max-width:1200px}
 table{border-collapse:collapse;width:100%;table-layout:fixed}

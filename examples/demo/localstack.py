@@ -38,10 +38,10 @@ from typing import Any
 import requests
 import yaml
 
-from .dashboards import ALERTS_PATHS, GRAPH_PATHS, TARGETS_PATHS
-from .inbox_views import first_page
-from .servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer, PrometheusServer,
-                      free_port, http_json, wait_http, wait_until)
+from examples.demo.dashboards import ALERTS_PATHS, GRAPH_PATHS, TARGETS_PATHS
+from examples.demo.inbox_views import first_page
+from examples.demo.servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer,
+                                   PrometheusServer, find_pg_bin, free_port, http_json, wait_http, wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -414,9 +414,7 @@ def down(state_dir: Path = DEFAULT_STATE) -> int:
     if record.get("postgres_data"):
         import subprocess
 
-        from .servers import _find_pg_bin
-
-        command = [str(_find_pg_bin() / "pg_ctl"), "-D", record["postgres_data"], "-m", "fast", "stop"]
+        command = [str(find_pg_bin() / "pg_ctl"), "-D", record["postgres_data"], "-m", "fast", "stop"]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, capture_output=True, timeout=30)
