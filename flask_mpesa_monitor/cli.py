@@ -68,6 +68,7 @@ def test_alert_command(severity: str, organization: str | None) -> None:
         else:
             click.echo(f"{name}: no Alertmanager URL configured (MPESA_MONITOR_ALERTMANAGER_URL); "
                        "the alert was logged at ERROR only.")
+            raise SystemExit(1)  # nobody was paged: the operator must not read this as a success
         return
     if result.action == "dropped":
         raise click.ClickException(f"{name}: dropped, the alert queue is full.")

@@ -61,7 +61,7 @@ def test_cli_test_alert_says_where_it_went_otherwise():
     app, _ = make_app()
     runner = app.test_cli_runner()
     logged = runner.invoke(args=["monitor", "test-alert", "--severity", "high"])
-    assert logged.exit_code == 0 and "logged at ERROR only" in logged.output
+    assert logged.exit_code == 1 and "logged at ERROR only" in logged.output
     info = runner.invoke(args=["monitor", "test-alert", "--severity", "info"])
     assert info.exit_code == 0 and "recorded, not sent" in info.output
     bad = runner.invoke(args=["monitor", "test-alert", "--severity", "urgent"])

@@ -693,6 +693,10 @@ def test_inbox_page_lists_messages_escaped(inbox):
         ("[FIRING:1] DatabaseDown (critical)", ("DatabaseDown", "firing", "critical", None)),
         ("CRITICAL AppSideAlert org=acme: cross-tenant read", ("AppSideAlert", "firing", "critical", "acme")),
         ("RESOLVED HIGH MPesaAPIFailures org=jambo: ok again", ("MPesaAPIFailures", "resolved", "high", "jambo")),
+        # an organization at the end of a sentence, and a possessive that names none
+        ("HIGH RateLimitWarnings for org=duka.", ("RateLimitWarnings", "firing", "high", "duka")),
+        ("HIGH CrossTenantAccessAttempt: reached another organization's data",
+         ("CrossTenantAccessAttempt", "firing", "high", None)),
     ],
 )
 def test_inbox_parse_alert_text_recognises_fields(text, expected):

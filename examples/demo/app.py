@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, abort, g, jsonify, request
@@ -64,12 +65,17 @@ def _limits(text: str) -> dict[str, int]:
     return {org.strip(): int(limit) for org, limit in pairs}
 
 
+DEFAULT_SQLITE = Path(__file__).resolve().parents[2] / ".local-stack" / "demo.sqlite3"
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     env = os.environ
     app.config.update(
         SECRET_KEY=env.get("DEMO_SECRET_KEY", "demo-only-secret"),
-        DATABASE_URL=env.get("DATABASE_URL", "sqlite:///" + os.path.abspath("demo.sqlite3")),
+        # Without DATABASE_URL the demo keeps its SQLite file with the local stack's state
+        # (git-ignored), never in whatever directory a command happens to run in.
+        DATABASE_URL=env.get("DATABASE_URL", "sqlite:///" + str(DEFAULT_SQLITE)),
         DARAJA_BASE_URL=env.get("DARAJA_BASE_URL", "http://127.0.0.1:8081"),
         DEMO_PUBLIC_URL=env.get("DEMO_PUBLIC_URL", "http://127.0.0.1:8000"),
         DEMO_ORGANIZATIONS=env.get("DEMO_ORGANIZATIONS", "acme,jambo,duka,safari").split(","),
@@ -135,6 +141,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if not limiter.allow(org_id):
             monitor.record_rate_limit_hit(org_id, "per_minute")
             abort(429)
+
+    @app.get("/")
+    def index():
+        # What a person opening the demo app's address can do with it.
+        return jsonify(app="flask-mpesa-monitor demo", organizations=sorted(organizations), endpoints={
+            "POST /login": '{"username": "demo", "password": ..., "organization": ...} -> a bearer token',
+            "POST /orgs/<org_id>/stk-push": '{"phone": ..., "amount": ...}',
+            "GET /orgs/<org_id>/transactions": "the tenant's transactions",
+            "GET /orgs/<org_id>/balance": "the tenant's balance",
+            "GET /health, /health/detailed": "health checks",
+            "GET /metrics": "Prometheus metrics (bearer token)",
+            "GET /metrics/summary": "24 h figures (a tenant's own, or all with the metrics token)",
+        })
 
     @app.post("/login")
     def login():

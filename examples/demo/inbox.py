@@ -22,6 +22,9 @@ HTTP endpoints::
                                                  severity, organization, since (epoch s), limit
     DELETE /api/messages[?channel=...]           clear
     GET  /api/stats                              counts per channel, SMS failures
+    GET  /dashboards                             every Grafana panel with a link to its
+                                                 query on Prometheus' graph page
+    GET  /alertmanager                           Alertmanager's current alerts and silences
     GET|POST /sms/fail                           make the SMS provider fail:
                                                  {"enabled": true, "status": 503, "count": 2}
                                                  (count: fail only the next N sends)
@@ -60,11 +63,14 @@ from typing import Any, Iterable
 
 from flask import Flask, Response, jsonify, request
 
+from examples.demo.inbox_views import NAV, init_views
+
 __all__ = ["create_app", "Inbox", "parse_alert_text", "mask_phone", "start_smtp", "CHANNELS", "main"]
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ("slack", "email", "sms")
+_VIEW_SETTINGS = ("prometheus_url", "alertmanager_url", "organizations", "rate_interval", "range_")
 MAX_TEXT_CHARS = 20000
 
 #: Alert names from docs/DESIGN.md, recognised anywhere in a text when no label names one.
@@ -112,8 +118,11 @@ _RE_SEVERITY_WORD = re.compile(r"\b(CRITICAL|HIGH|MEDIUM|WARNING|INFO)\b")
 _RE_PARENS = re.compile(r"\(([^()]{0,200})\)")
 _SEVERITIES = ("critical", "high", "medium", "low", "warning", "info")
 _NOT_NAMES = {"firing", "resolved", *_SEVERITIES}
+# "organization=acme", "*Organization:* acme", "org: acme": a separator is required (so
+# "another organization's data" names none) and the value ends with a letter or digit
+# (so "org=duka." at the end of a sentence is duka).
 _RE_ORGANIZATION = re.compile(
-    r"(?i:\borg(?:anization)?\b)" + _QUOTES + r"[:=]?" + _QUOTES + r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})"
+    r"(?i:\borg(?:anization)?\b)[*_`\s]*[:=]" + _QUOTES + r"([A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?)"
 )
 _RE_KNOWN = re.compile(r"\b(" + "|".join(sorted(KNOWN_ALERTS, key=len, reverse=True)) + r")\b")
 _RE_PHONE = re.compile(r"^\+?\d{9,15}$")
@@ -438,11 +447,12 @@ def _at_recipients(numbers: list[str]) -> tuple[list[dict[str, Any]], int]:
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
 <title>demo inbox</title>
-<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;width:100%}}
-td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}}
-pre{{white-space:pre-wrap;margin:0;max-height:8em;overflow:auto}}
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;width:100%;table-layout:fixed}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px;overflow-wrap:anywhere}}
+th:last-child{{width:55%}}nav a{{margin-right:1em}}
+pre{{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;max-height:8em;overflow:auto}}
 .firing{{color:#b00}}.resolved{{color:#070}}</style></head>
-<body><h1>demo inbox</h1><p>Newest first; refreshes every 5 s. JSON: <a href="/api/messages">/api/messages</a></p>
+<body>{nav}<h1>demo inbox</h1><p>Newest first; refreshes every 5 s. JSON: <a href="/api/messages">/api/messages</a></p>
 {sections}</body></html>"""
 
 
@@ -464,21 +474,26 @@ def _page(inbox: Inbox, per_channel: int = 50) -> str:
         head = "<tr><th>received</th><th>alert</th><th>status</th><th>severity</th><th>organization</th><th>text</th></tr>"
         body = "".join(rows) or '<tr><td colspan="6">nothing yet</td></tr>'
         sections.append(f"<h2>{channel}</h2><table>{head}{body}</table>")
-    return _PAGE.format(sections="".join(sections))
+    return _PAGE.format(sections="".join(sections), nav=NAV)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the inbox's HTTP app. ``config``: ``{"max_per_channel": 500}``.
+    """Build the inbox's HTTP app. ``config``: ``{"max_per_channel": 500}``, and for the
+    dashboards and Alertmanager pages ``prometheus_url``, ``alertmanager_url``,
+    ``organizations``, ``rate_interval``, ``range_``.
 
     The store is ``app.extensions["demo_inbox"]`` (pass it to ``start_smtp``).
     """
     config = dict(config or {})
     inbox = config.pop("inbox", None) or Inbox(int(config.pop("max_per_channel", 500)))
+    views = {key: config.pop(key) for key in _VIEW_SETTINGS if key in config}
     if config:
-        raise ValueError(f"unknown inbox settings: {sorted(config)}; known: max_per_channel, inbox.")
+        raise ValueError(f"unknown inbox settings: {sorted(config)}; known: max_per_channel, inbox, "
+                         f"{', '.join(_VIEW_SETTINGS)}.")
     app = Flask(__name__)
     app.json.sort_keys = False
     app.extensions["demo_inbox"] = inbox
+    init_views(app, **views)
 
     @app.post("/slack/<path:hook>")
     def slack(hook: str) -> Any:
@@ -661,12 +676,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smtp-port", type=int, default=2525)
     parser.add_argument("--max-per-channel", type=int, default=500)
     parser.add_argument("--quiet", action="store_true", help="no request log lines")
+    parser.add_argument("--prometheus-url", help="Prometheus for the dashboards view's graph links")
+    parser.add_argument("--alertmanager-url", help="Alertmanager whose alerts and silences to show")
+    parser.add_argument("--organizations", default="", help="comma-separated choices for $organization")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = create_app({"max_per_channel": args.max_per_channel})
+    app = create_app({"max_per_channel": args.max_per_channel, "prometheus_url": args.prometheus_url,
+                      "alertmanager_url": args.alertmanager_url,
+                      "organizations": tuple(o for o in args.organizations.split(",") if o)})
     smtp = start_smtp(app.extensions["demo_inbox"], args.host, args.smtp_port)
     server = make_server(args.host, args.http_port, app, threaded=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

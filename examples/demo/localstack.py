@@ -3,7 +3,11 @@
 Starts, each as a plain process: PostgreSQL (or SQLite), the Daraja simulator, the inbox
 (Slack, SMTP and SMS provider stand-ins), the SMS relay, the demo app under gunicorn with
 2 workers and multiprocess metrics, Prometheus and Alertmanager; then runs the traffic
-generator and prints a live status line. State lives under ``.local-stack/``.
+generator and prints a live status line until Ctrl-C (or ``--duration`` seconds).
+Everything it keeps lives under ``.local-stack/``: configs, secrets, logs, metric files,
+Prometheus' and Alertmanager's data, and PostgreSQL's data when the ``postgres`` user can
+reach that directory (a clone under ``/root`` is private to root: the cluster then lives
+under /tmp and ``.local-stack/pids.json`` records where, so that ``--down`` removes it).
 
 Configs are rendered from the same files as production, ``deploy/prometheus`` and
 ``deploy/alertmanager``: only addresses, receiver URLs and secrets change (no Docker
@@ -11,7 +15,7 @@ service names, no secret files). With ``fast`` (the end-to-end tests, or ``--fas
 scrape and evaluation run every second, Alertmanager groups wait one second, and every
 rule's ``for:`` is divided by :data:`FAST_FOR_DIVISOR`: the same rules, sooner.
 
-    python -m examples.demo.localstack [--fast] [--duration 600] [--database sqlite]
+    python -m examples.demo.localstack [--fast] [--duration SECONDS] [--database sqlite]
     python -m examples.demo.localstack --down
 """
 
@@ -22,15 +26,20 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
+from examples.demo.dashboards import ALERTS_PATHS, GRAPH_PATHS, TARGETS_PATHS
+from examples.demo.inbox_views import first_page
 from examples.demo.servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer,
                                    PrometheusServer, find_pg_bin, free_port, http_json, wait_http, wait_until)
 
@@ -71,6 +80,31 @@ def shorten(duration: str, divisor: int) -> str:
     if seconds == 0:
         return "0s"
     return f"{max(1, round(seconds / divisor))}s"
+
+
+def postgres_base_dir(state_dir: Path) -> Path | None:
+    """``state_dir/postgres`` when the ``postgres`` user can reach it (initdb refuses to
+    run as root, so the server runs as that user); None (a directory under /tmp) when a
+    parent is private to root, as for a clone under /root."""
+    if os.geteuid() != 0:
+        return Path(state_dir) / "postgres"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(state_dir)],
+                               capture_output=True, timeout=10).returncode == 0
+    if not reachable:
+        return None
+    shutil.rmtree(Path(state_dir) / "postgres", ignore_errors=True)  # a killed run's cluster
+    return Path(state_dir) / "postgres"
+
+
+def alertmanager_has_ui(url: str) -> bool:
+    """True when this Alertmanager serves its web UI (Debian's build does not: its page
+    says it "does not include a web application")."""
+    try:
+        answer = requests.get(url.rstrip("/") + "/", timeout=2)
+    except requests.RequestException:
+        return False
+    return answer.status_code == 200 and "does not include" not in answer.text
 
 
 def render_rules(target: Path, fast: bool, slo_objective: float | None = None) -> list[Path]:
@@ -180,15 +214,31 @@ class LocalStack:
 
     @property
     def urls(self) -> dict[str, str]:
+        """What a person can open, each address asked of the running program: Debian's
+        Prometheus 2.42 serves only its classic pages (``/classic/alerts``), 3.x serves
+        ``/alerts``; Debian's Alertmanager has no web UI, so its alerts and silences are
+        shown by the inbox (and by amtool)."""
+        prometheus = self.url("prometheus")
+        pages = {kind: first_page(prometheus, paths) or paths[-1]
+                 for kind, paths in (("alerts", ALERTS_PATHS), ("graph", GRAPH_PATHS), ("targets", TARGETS_PATHS))}
+        alertmanager = self.url("alertmanager")
+        if alertmanager_has_ui(alertmanager):
+            alertmanager_page = alertmanager + "/#/alerts"
+        else:
+            alertmanager_page = (self.url("inbox") + "/alertmanager  (no web UI in this build; or: amtool "
+                                 f"--alertmanager.url={alertmanager} alert query)")
         return {
             "demo app": self.url("app"),
-            "app metrics": self.url("app") + "/metrics  (bearer token in .local-stack/secrets/metrics_token)",
+            "app metrics": self.url("app") + f"/metrics  (bearer token in {self.state_dir / 'secrets' / 'metrics_token'})",
             "app health": self.url("app") + "/health/detailed",
             "Daraja simulator": self.url("simulator") + "/sim/config",
             "inbox (Slack, email, SMS)": self.url("inbox") + "/",
+            "dashboards (no Grafana)": self.url("inbox") + "/dashboards",
             "SMS relay": self.url("relay") + "/-/healthy",
-            "Prometheus": self.url("prometheus") + "/alerts",
-            "Alertmanager": self.url("alertmanager") + "/#/alerts",
+            "Prometheus alerts": prometheus + pages["alerts"],
+            "Prometheus graph": prometheus + pages["graph"],
+            "Prometheus targets": prometheus + pages["targets"],
+            "Alertmanager": alertmanager_page,
         }
 
     # --- lifecycle ----------------------------------------------------------------
@@ -231,7 +281,7 @@ class LocalStack:
     def _start(self) -> None:
         quiet = ["--quiet"] if self.quiet else []
         if self.database == "postgres":
-            self.postgres = PostgresServer(stat_statements=False)
+            self.postgres = PostgresServer(postgres_base_dir(self.state_dir), stat_statements=False)
             self.postgres.start()
             self.processes.append(self.postgres)
             database_url = self.postgres.dsn
@@ -240,7 +290,10 @@ class LocalStack:
         self.simulator = self._python("simulator", "examples.demo.daraja_sim", "--port", str(self.ports["simulator"]),
                                       *quiet)
         self.inbox = self._python("inbox", "examples.demo.inbox", "--http-port", str(self.ports["inbox"]),
-                                  "--smtp-port", str(self.ports["smtp"]), *quiet)
+                                  "--smtp-port", str(self.ports["smtp"]), "--prometheus-url", self.url("prometheus"),
+                                  "--alertmanager-url", self.url("alertmanager"),
+                                  "--organizations", self.app_env.get("DEMO_ORGANIZATIONS", ",".join(ORGANIZATIONS)),
+                                  *quiet)
         self.relay = self._python("sms-relay", "flask_mpesa_monitor.sms_relay", env={
             "SMS_RELAY_PROVIDER": "africastalking", "SMS_RELAY_RECIPIENTS": "+254700000001,+254700000002",
             "SMS_RELAY_BASE_URL": self.url("inbox"), "SMS_RELAY_AT_USERNAME": "sandbox",
@@ -299,6 +352,7 @@ class LocalStack:
                 print(f"could not stop {process!r}: {exc}", file=sys.stderr)
         if self.postgres is not None:
             self.postgres.cleanup()
+            shutil.rmtree(self.postgres.base_dir, ignore_errors=True)
         self.processes.clear()
         (self.state_dir / "pids.json").unlink(missing_ok=True)
 
@@ -314,6 +368,7 @@ class LocalStack:
             if server is not None and server.process is not None and server.process.pid:
                 pids.append(server.process.pid)
         record = {"pids": pids, "postgres_data": str(self.postgres.data_dir) if self.postgres else None,
+                  "postgres_dir": str(self.postgres.base_dir) if self.postgres else None,
                   "owner": os.getpid()}
         (self.state_dir / "pids.json").write_text(json.dumps(record))
 
@@ -363,51 +418,97 @@ def down(state_dir: Path = DEFAULT_STATE) -> int:
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, capture_output=True, timeout=30)
+    if record.get("postgres_dir"):
+        shutil.rmtree(record["postgres_dir"], ignore_errors=True)
     record_path.unlink(missing_ok=True)
     print("local stack stopped")
     return 0
+
+
+#: Traffic runs this long when no ``--duration`` is given: in effect until Ctrl-C.
+UNTIL_STOPPED = 30 * 86400.0
+
+
+class StatusPrinter:
+    """The status line: redrawn in place on a terminal; in a log, a line only when it
+    changes (so a log of a quiet day stays short)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.last: str | None = None
+
+    def show(self, line: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + line.ljust(120))
+        elif line != self.last:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.last = line
+
+    def say(self, text: str) -> None:
+        self.stream.write(("\n" if self.tty and self.last is not None else "") + text + "\n")
+        self.stream.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy-monitoring.sh --local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--down", action="store_true", help="stop a stack started from another shell")
     parser.add_argument("--fast", action="store_true", help="1 s scrapes and evaluations, shortened for: durations")
-    parser.add_argument("--duration", type=float, default=1800, help="seconds of demo traffic (default 1800)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop after this many seconds (default: run until Ctrl-C or --down)")
     parser.add_argument("--rps", type=float, default=5.0, help="demo requests per second")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
     args = parser.parse_args(argv)
     if args.down:
         return down(args.state_dir)
+    if args.duration is not None and args.duration <= 0:
+        parser.error(f"--duration must be a positive number of seconds, got {args.duration}")
 
     from .traffic import TrafficConfig, _Runner
 
     stack = LocalStack(args.state_dir, fast=args.fast, database=args.database, fixed_ports=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print("starting the local stack (state in .local-stack/) ...", flush=True)
+    reason = {"why": ""}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        reason["why"] = f"received {signal.Signals(signum).name}"
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    printer = StatusPrinter()
+    printer.say(f"starting the local stack (state in {args.state_dir}) ...")
     with stack:
-        print("\n".join(f"  {name:<28} {url}" for name, url in stack.urls.items()))
-        print("Grafana needs Docker and is not started here; with Docker, run:\n"
-              "  docker-compose --env-file .env.monitoring -f docker-compose.monitoring.yml up -d grafana\n"
-              "Inject faults, e.g.:\n"
-              f"  curl -X POST {stack.url('simulator')}/sim/config -H 'Content-Type: application/json' "
-              "-d '{\"spike_arrest_ratio\": 0.3}'\n"
-              "Stop with Ctrl-C (or ./deploy-monitoring.sh --down from another shell).", flush=True)
-        runner = _Runner(TrafficConfig(stack.url("app"), duration=args.duration, rps=args.rps,
+        printer.say("\n".join(f"  {name:<28} {url}" for name, url in stack.urls.items()))
+        printer.say("Grafana needs Docker and is not started here: every panel is listed, with its query, at\n"
+                    f"  {stack.url('inbox')}/dashboards\n"
+                    "Inject faults, e.g.:\n"
+                    f"  curl -X POST {stack.url('simulator')}/sim/config -H 'Content-Type: application/json' "
+                    "-d '{\"spike_arrest_ratio\": 0.3}'\n"
+                    + (f"Runs for {args.duration:g} s" if args.duration else "Runs until stopped")
+                    + ": Ctrl-C here, or ./deploy-monitoring.sh --down from another shell.")
+        runner = _Runner(TrafficConfig(stack.url("app"), duration=args.duration or UNTIL_STOPPED, rps=args.rps,
                                        orgs=ORGANIZATIONS, cross_tenant=False))
         worker = threading.Thread(target=runner.run, daemon=True)
         worker.start()
         try:
-            while worker.is_alive() and not stop.wait(2.0):
-                line = stack.status_line()
-                print(("\r" + line.ljust(120)) if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n",
-                      flush=True)
+            while not stop.wait(2.0):
+                if not worker.is_alive():
+                    reason["why"] = (f"--duration {args.duration:g} s reached" if args.duration
+                                     else "the traffic generator stopped (see its output above)")
+                    break
+                dead = [p for p in stack.processes if not getattr(p, "running", True)]
+                if dead:
+                    reason["why"] = f"{dead[0]!r} exited (logs in {args.state_dir / 'logs'})"
+                    break
+                printer.show(stack.status_line())
         except KeyboardInterrupt:
-            pass
+            reason["why"] = "Ctrl-C"
         finally:
             runner.stop()
-            print("\nstopping ...", flush=True)
+            printer.say(f"stopping the local stack: {reason['why'] or 'interrupted'} ...")
+    printer.say("local stack stopped")
     return 0
 
 

@@ -8,6 +8,7 @@ makes a database outage visible at once (a pool would hide it for a while).
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -35,6 +36,8 @@ class Store:
         if not self.is_postgres and not url.startswith("sqlite:///"):
             raise ValueError(f"DATABASE_URL must be postgresql://... or sqlite:///path, got {url.split(':')[0]}:...")
         self.placeholder = "%s" if self.is_postgres else "?"
+        if not self.is_postgres:
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
