@@ -118,6 +118,30 @@ def _header(key: str, value: Any) -> str:
     return value
 
 
+def _networks(key: str, value: Any) -> tuple[Any, ...]:
+    """IP addresses or networks (list or comma-separated); ``safaricom`` stands for the
+    list shipped in :data:`flask_mpesa_monitor.security.SAFARICOM_CALLBACK_IPS`."""
+    import ipaddress
+
+    from .security import SAFARICOM_CALLBACK_IPS
+
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError(f"{key} must be IP addresses or networks (a list or comma-separated), got {value!r}.")
+    networks = []
+    for item in value:
+        items = SAFARICOM_CALLBACK_IPS if item == "safaricom" else (item,)
+        for one in items:
+            try:
+                networks.append(ipaddress.ip_network(one, strict=False))
+            except (TypeError, ValueError):
+                raise ValueError(f"{key} must be IP addresses or networks, got {item!r}.") from None
+    return tuple(networks)
+
+
 def _basic_auth(key: str, value: Any) -> str | None:
     value = _optional_str(key, value)
     if value is not None and ":" not in value:
@@ -140,7 +164,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STK_CALLBACK_TIMEOUT", 120.0, _positive_float,
             "Seconds after which a pending STK push counts as a missing callback."),
     Setting("MAX_PENDING_STK", 10000, _positive_int,
-            "Pending STK pushes remembered per process (oldest evicted as missing)."),
+            "Pending STK pushes remembered per host (oldest evicted as missing); as many resolved ones."),
+    Setting("STK_MATCHING", True, _bool,
+            "**On by default**: STK callbacks count as revenue only when they match a push recorded "
+            "with `record_stk_push`; turn off when the app never records pushes."),
+    Setting("STK_CALLBACK_GRACE", 30.0, _positive_float,
+            "Seconds a callback without a recorded push is held (its push may be recorded just after) "
+            "before it counts as unmatched."),
+    Setting("STK_STORE_URL", None, _optional_str,
+            "PostgreSQL DSN of a pending-STK table shared by every app host (default: per host)."),
+    Setting("MAX_TRANSACTION_AMOUNT", 250000.0, _positive_float,
+            "Largest amount of one transaction (KES); a callback claiming more is invalid."),
+    Setting("MAX_CALLBACK_BYTES", 16384, _positive_int,
+            "Largest STK callback body in bytes; a bigger one is an invalid callback."),
+    Setting("CALLBACK_ALLOWED_IPS", ("safaricom",), _networks,
+            "Addresses callbacks may come from (`safaricom` = the shipped list); others count "
+            "`callback_unknown_source`. Empty: no check."),
+    Setting("CALLBACK_TRUSTED_PROXIES", (), _networks,
+            "Proxies whose `X-Forwarded-For` is believed when finding a callback's source address."),
     Setting("AUTH_FAILURE_THRESHOLD", 20, _positive_int,
             "Failed logins from one IP in the window that make it suspicious."),
     Setting("AUTH_FAILURE_WINDOW", 900.0, _positive_float,
@@ -170,6 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DISK_WARNING", 0.85, _ratio, "Disk usage ratio above which `system` is `degraded`."),
     Setting("DISK_PATH", "/", _path,
             "Path whose file system the `system` check measures."),
+    Setting("MULTIPROC_DISK_WARNING", 0.5, _ratio,
+            "Usage ratio of the `PROMETHEUS_MULTIPROC_DIR` file system above which `system` is `degraded`."),
     Setting("SECURITY_WINDOW", 300.0, _positive_float,
             "Seconds during which a cross-tenant attempt or auth-failure burst keeps `security` degraded."),
     Setting("PROMETHEUS_URL", None, _url,

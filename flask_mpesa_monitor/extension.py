@@ -23,7 +23,7 @@ import hmac
 import weakref
 from typing import Any, Callable, TypeVar
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context, request
 
 from . import metrics, tenancy
 from ._version import __version__
@@ -35,7 +35,8 @@ from .health import (
 )
 from .redact import get_logger
 from .request_hooks import RequestMetrics
-from .security import SecurityTracker
+from .security import CallbackSource, SecurityTracker
+from .stk_store import default_store
 from .summary import PrometheusSummary, SummaryWindow, default_store_path
 from .transactions import CallbackResult, TransactionTracker
 
@@ -60,6 +61,7 @@ class _State:
             config.auth_failure_threshold,
             config.auth_failure_window,
             on_cross_tenant=self.on_cross_tenant,
+            callback_source=CallbackSource(config.callback_allowed_ips, config.callback_trusted_proxies),
         )
         self.alerts = AlertSender(
             config.alertmanager_url,
@@ -78,6 +80,12 @@ class _State:
             on_transaction=self.summary.record_transaction,
             on_invalid_callback=lambda org: self.security.record_security_event(
                 "invalid_callback", "medium", org or None),
+            store=default_store(config.max_pending_stk, url=config.stk_store_url),
+            matching=config.stk_matching,
+            grace=config.stk_callback_grace,
+            max_amount=config.max_transaction_amount,
+            max_body_bytes=config.max_callback_bytes,
+            on_security_event=self.security.record_security_event,
         )
         self._health_token = config.health_token.encode() if config.health_token else None
         self.health = HealthRunner(config.health_interval, config.health_background)
@@ -87,7 +95,8 @@ class _State:
         self.health.add(HealthCheck("security", self.security_check, config.health_timeout))
         self.health.add(HealthCheck(
             "system",
-            SystemCheck(config.cpu_warning, config.memory_warning, config.disk_warning, config.disk_path),
+            SystemCheck(config.cpu_warning, config.memory_warning, config.disk_warning, config.disk_path,
+                        multiproc_warning=config.multiproc_disk_warning),
             config.health_timeout, component_type="system"))
         if config.database_url:
             self.set_database(config.database_url)
@@ -255,8 +264,24 @@ class MPesaMonitor:
     def record_stk_callback(
         self, payload: Any, organization: Any = None, initiated_at: float | None = None
     ) -> CallbackResult:
-        """Count a Daraja STK callback (``Body.stkCallback``); see ``TransactionTracker``."""
-        return self._state().transactions.record_stk_callback(payload, organization, initiated_at)
+        """Count a Daraja STK callback (``Body.stkCallback``); see ``TransactionTracker``.
+
+        In a request, the request's source address is checked against
+        ``MPESA_MONITOR_CALLBACK_ALLOWED_IPS`` (counted, never refused) and its size
+        against ``MPESA_MONITOR_MAX_CALLBACK_BYTES``."""
+        state = self._state()
+        body_size = None
+        if has_request_context():
+            self.check_callback_source(organization)
+            body_size = request.content_length
+        return state.transactions.record_stk_callback(payload, organization, initiated_at, body_size)
+
+    def check_callback_source(self, organization: Any = None) -> bool:
+        """True when the current request comes from an allowed callback address (through
+        ``MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES`` only); else counts a medium
+        ``callback_unknown_source`` event and returns False. Never refuses anything."""
+        return self._state().security.check_callback_source(
+            request.remote_addr, request.headers.get("X-Forwarded-For"), organization)
 
     def record_transaction(
         self,
@@ -266,10 +291,12 @@ class MPesaMonitor:
         result_code: Any = None,
         amount: float = 0,
         currency: str = "KES",
+        checkout_request_id: str | None = None,
     ) -> str:
-        """Count a transaction of another flow (c2b, b2c, reversal, ...)."""
+        """Count a transaction of another flow (c2b, b2c, reversal, ...) or an STK Query
+        result (``checkout_request_id``); see ``TransactionTracker.record_transaction``."""
         return self._state().transactions.record_transaction(
-            organization, type, outcome, result_code, amount, currency)
+            organization, type, outcome, result_code, amount, currency, checkout_request_id)
 
     # --- security -----------------------------------------------------------------
     def record_auth_attempt(self, organization: Any, success: bool, ip: str | None = None) -> None:
