@@ -263,3 +263,82 @@ def test_callback_body_size_is_capped():
     assert "3000 bytes" in errors[0] and event.change() == 1
     capped.record_stk_push("trust-big", "ws_CO_big", 1)
     assert client.post("/cb/trust-big", data=b"x" * 100, content_type="application/json").status_code == 200
+
+
+# --- restarts and several hosts --------------------------------------------------------
+def test_start_hook_keeps_the_pending_table_and_drops_old_rows(tmp_path, monkeypatch):
+    """gunicorn restarted between a push and its callback: the master's start hook clears
+    the metric files, the table keeps the push (rows older than a day go)."""
+    import sqlite3
+
+    from examples.demo import gunicorn_conf
+    from flask_mpesa_monitor.stk_store import FILE_NAME, SQLitePendingStore
+    from flask_mpesa_monitor.transactions import TransactionTracker
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    before = TransactionTracker(60, store=SQLitePendingStore(str(tmp_path / FILE_NAME), 100))
+    before.record_stk_push("trust-restart", "ws_CO_across_restart", 20)
+    before.record_stk_push("trust-restart", "ws_CO_ancient", 20)
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute("UPDATE mpesa_monitor_stk SET updated = updated - 2 * 86400, started = started - 2 * 86400 "
+                     "WHERE checkout = 'ws_CO_ancient'")
+    (tmp_path / "counter_123.db").write_bytes(b"old metrics")
+    gunicorn_conf.on_starting(None)
+    assert not (tmp_path / "counter_123.db").exists()
+    acme = Watch("trust-restart")
+    after = TransactionTracker(60, store=SQLitePendingStore(str(tmp_path / FILE_NAME), 100))
+    assert after.pending_count() == 1
+    result = after.record_stk_callback(callback("ws_CO_across_restart", 0, amount=20), "trust-restart")
+    assert result.match == "matched" and acme.revenue.change() == 20
+
+
+def test_start_hook_removes_an_unreadable_table(tmp_path):
+    from flask_mpesa_monitor.stk_store import FILE_NAME, prune_on_start
+
+    (tmp_path / FILE_NAME).write_bytes(b"not a database" * 100)
+    assert prune_on_start(tmp_path) == 0
+    assert not (tmp_path / FILE_NAME).exists()
+
+
+def test_shared_postgres_table_matches_callbacks_across_hosts(postgres):
+    """Host A sends the push, host B gets the callback (and A its retry): one match."""
+    import psycopg2
+
+    from flask_mpesa_monitor.stk_store import PostgresPendingStore
+    from flask_mpesa_monitor.transactions import TransactionTracker
+
+    with psycopg2.connect(postgres.dsn) as conn, conn.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS mpesa_monitor_stk")
+    host_a = TransactionTracker(60, store=PostgresPendingStore(postgres.dsn, 100))
+    host_b = TransactionTracker(60, store=PostgresPendingStore(postgres.dsn, 100))
+    acme = Watch("trust-pg")
+    unmatched = acme.unverified("unmatched")
+    host_a.record_stk_push("trust-pg", "ws_CO_pg_1", 90)
+    assert host_b.pending_count() == 1
+    first = host_b.record_stk_callback(callback("ws_CO_pg_1", 0, amount=90), "trust-pg")
+    retry = host_a.record_stk_callback(callback("ws_CO_pg_1", 0, amount=90), "trust-pg")
+    assert first.match == "matched" and retry.duplicate
+    # A fast callback on host B, its push recorded on host A just after.
+    assert host_b.record_stk_callback(callback("ws_CO_pg_2", 0, amount=15), "trust-pg").match == "held"
+    host_a.record_stk_push("trust-pg", "ws_CO_pg_2", 15)
+    # A forged one, never pushed, given up once by whichever host expires first.
+    host_b.record_stk_callback(callback("ws_CO_pg_forged", 0, amount=500), "trust-pg")
+    later = time.time() + 3600
+    assert host_a.expire(now=later) + host_b.expire(now=later) == 0
+    assert acme.revenue.change() == 105 and acme.ok.change() == 2 and unmatched.change() == 500
+    # Bounded like the SQLite table: the oldest pending pushes are evicted as missing.
+    small = TransactionTracker(60, store=PostgresPendingStore(postgres.dsn, 3))
+    for i in range(5):
+        small.record_stk_push("trust-pg", f"ws_CO_pg_bound_{i}", 1)
+    assert small.pending_count() == 3 and acme.missing.change() == 2
+
+
+def test_extension_uses_the_shared_store_setting(postgres):
+    from flask_mpesa_monitor.stk_store import PostgresPendingStore
+
+    app = Flask(__name__)
+    app.config["MPESA_MONITOR_STK_STORE_URL"] = postgres.dsn
+    shared = MPesaMonitor(app)
+    assert isinstance(shared._state().transactions.store, PostgresPendingStore)
+    shared.record_stk_push("trust-pg-ext", "ws_CO_pg_ext", 5)
+    assert shared._state().transactions.pending_count() >= 1
