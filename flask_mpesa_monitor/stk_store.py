@@ -27,7 +27,8 @@ A callback and a later reconciliation (an STK Query result) go through the same
 :meth:`SQLPendingStore.complete`, so a push is resolved once whichever reports first.
 
 Bounds: at most ``max_pending`` pending rows (the oldest are evicted as missing) and as
-many resolved rows (the oldest are forgotten; held ones are first counted unmatched);
+many resolved rows (the oldest are forgotten; held ones are first counted unmatched),
+checked every few writes (:attr:`SQLPendingStore.check_every`);
 every stored string has a length limit (:data:`MAX_ID_LENGTH` and the label limits), and
 the SQLite file has a hard page limit (:func:`max_bytes`). A full table raises; the
 tracker logs it and the payment request goes on.
@@ -131,10 +132,14 @@ class SQLPendingStore:
 
     table = "mpesa_monitor_stk"
     placeholder = "?"
-    unlimited = "LIMIT -1"  # "every row" before OFFSET, in this dialect
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending
+        # Counting rows costs a scan of the index: each process checks the bounds every
+        # few of its own writes only, so a table may pass its bound by that many rows per
+        # process for a moment (the file's page limit holds regardless).
+        self.check_every = max(1, min(64, max_pending // 100))
+        self._writes = 0
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._conn: Any = None
@@ -157,7 +162,7 @@ class SQLPendingStore:
             p = self.placeholder
 
             def execute(sql: str, params: tuple = ()) -> list[tuple]:
-                sql = sql.replace("?", p).replace("{t}", self.table).replace("{all}", self.unlimited)
+                sql = sql.replace("?", p).replace("{t}", self.table)
                 cursor.execute(sql, params)
                 return cursor.fetchall() if cursor.description is not None else []
 
@@ -199,10 +204,13 @@ class SQLPendingStore:
                 execute("UPDATE {t} SET state = ?, organization = ?, amount = ?, updated = ? WHERE checkout = ?",
                         (DONE, push.organization, push.amount, now, checkout))
                 held = Held(checkout, org, arrived, Completion(outcome, code, amount))
+            if not self._due():
+                return Added([], held)
+            excess = self._excess(execute, PENDING)
             evicted = [Push(*row) for row in execute(
                 "UPDATE {t} SET state = ?, updated = ? WHERE checkout IN (SELECT checkout FROM {t} "
-                "WHERE state = ? ORDER BY started DESC {all} OFFSET ?) RETURNING organization, started, amount",
-                (MISSING, now, PENDING, self.max_pending))] if self._over(execute, PENDING) else []
+                "WHERE state = ? ORDER BY started LIMIT ?) RETURNING organization, started, amount",
+                (MISSING, now, PENDING, excess))] if excess > 0 else []
             return Added(evicted, held, self._trim(execute))
 
         return self._run(work)
@@ -217,7 +225,7 @@ class SQLPendingStore:
             if not rows:
                 execute(f"INSERT INTO {{t}} ({_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
                         (checkout, HELD if hold else DONE, organization, now, *completion, now))
-                return Match("held" if hold else "unchecked", dropped=self._trim(execute))
+                return Match("held" if hold else "unchecked", dropped=self._trim(execute) if self._due() else ())
             state, org, started, amount, outcome, code, paid = rows[0]
             if state in (HELD, DONE):
                 return Match("duplicate", previous=Completion(outcome, code, paid))
@@ -241,24 +249,29 @@ class SQLPendingStore:
                 "UPDATE {t} SET state = ?, updated = ? WHERE state = ? AND started <= ? "
                 "RETURNING checkout, organization, started, outcome, result_code, callback_amount",
                 (DONE, now, HELD, held_deadline))]
-            return Expired(missing, unmatched + list(self._trim(execute)))
+            return Expired(missing, unmatched + list(self._trim(execute) if missing or unmatched else ()))
 
         return self._run(work)
 
-    def _over(self, execute: Callable[..., list[tuple]], *states: str) -> bool:
+    def _due(self) -> bool:
+        self._writes += 1
+        return self._writes % self.check_every == 0
+
+    def _excess(self, execute: Callable[..., list[tuple]], *states: str) -> int:
         marks = ", ".join("?" for _ in states)
-        return execute(f"SELECT count(*) FROM {{t}} WHERE state IN ({marks})", states)[0][0] > self.max_pending
+        return execute(f"SELECT count(*) FROM {{t}} WHERE state IN ({marks})", states)[0][0] - self.max_pending
 
     def _trim(self, execute: Callable[..., list[tuple]]) -> tuple[Held, ...]:
         """Keep at most ``max_pending`` resolved rows: forget the oldest; held callbacks
         forgotten that way are returned, to be counted unmatched rather than lost."""
-        if not self._over(execute, MISSING, HELD, DONE):
+        excess = self._excess(execute, MISSING, HELD, DONE)
+        if excess <= 0:
             return ()
         rows = execute(
             "DELETE FROM {t} WHERE checkout IN (SELECT checkout FROM {t} WHERE state <> ? "
-            "ORDER BY updated DESC {all} OFFSET ?) "
+            "ORDER BY updated LIMIT ?) "
             "RETURNING checkout, state, organization, started, outcome, result_code, callback_amount",
-            (PENDING, self.max_pending))
+            (PENDING, excess))
         return tuple(Held(r[0], r[2], r[3], Completion(*r[4:])) for r in rows if r[1] == HELD)
 
     def prune(self, max_age: float, now: float | None = None) -> int:
@@ -344,7 +357,6 @@ class PostgresPendingStore(SQLPendingStore):
     """
 
     placeholder = "%s"
-    unlimited = "LIMIT ALL"
 
     def __init__(self, dsn: str, max_pending: int, connect_timeout: float = 5.0) -> None:
         super().__init__(max_pending)

@@ -178,6 +178,7 @@ class TransactionTracker:
         self._on_transaction = on_transaction
         self._on_invalid_callback = on_invalid_callback
         self._on_security_event = on_security_event
+        self._next_expiry = 0.0
 
     # --- STK push -----------------------------------------------------------------
     def record_stk_push(self, organization: Any, checkout_request_id: str, amount: float = 0) -> None:
@@ -206,7 +207,7 @@ class TransactionTracker:
             self._resolved(Match("matched", push), added.held.completion, added.held.organization or None, 0.0)
         self._missing(added.evicted)  # the table is full: the oldest pushes will never be matched
         self._unmatched(added.dropped)
-        self.expire()
+        self._expire_now_and_then()
 
     def record_stk_callback(
         self, payload: Any, organization: Any = None, initiated_at: float | None = None,
@@ -260,8 +261,16 @@ class TransactionTracker:
             kind, verified = self._resolved(match, completion, claimed, delay)
             result = CallbackResult(checkout, completion.outcome, completion.result_code, completion.amount,
                                     delay_seconds=delay, match=kind, verified_amount=verified)
-        self.expire()
+        self._expire_now_and_then()
         return result
+
+    def _expire_now_and_then(self) -> None:
+        """Expire on the request path at most once a second: the health thread's tick does
+        it too, so the table is never more than a tick behind, at a fraction of the cost."""
+        now = time.monotonic()
+        if now >= self._next_expiry:
+            self._next_expiry = now + 1.0
+            self.expire()
 
     def _resolved(self, match: Match, completion: Completion, claimed: str | None,
                   delay: float | None) -> tuple[str, float]:

@@ -342,3 +342,18 @@ def test_extension_uses_the_shared_store_setting(postgres):
     assert isinstance(shared._state().transactions.store, PostgresPendingStore)
     shared.record_stk_push("trust-pg-ext", "ws_CO_pg_ext", 5)
     assert shared._state().transactions.pending_count() >= 1
+
+
+def test_bounds_hold_within_a_small_slack_when_checked_every_few_writes():
+    from flask_mpesa_monitor.stk_store import MemoryPendingStore
+    from flask_mpesa_monitor.transactions import TransactionTracker
+
+    store = MemoryPendingStore(1000)
+    busy = TransactionTracker(60, store=store)
+    missing = Delta("mpesa_stk_callbacks_missing_total", organization="trust-slack")
+    for i in range(3000):
+        busy.record_stk_push("trust-slack", f"ws_CO_slack_{i}", 1)
+        assert store.pending_count() <= 1000 + store.check_every
+    assert missing.change() >= 2000 - store.check_every
+    # The newest pushes are the ones kept: their callbacks still match.
+    assert busy.record_stk_callback(callback("ws_CO_slack_2999", 0, amount=1), "trust-slack").match == "matched"
