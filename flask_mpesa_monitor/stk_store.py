@@ -154,11 +154,12 @@ class SQLPendingStore:
             self._conn, self._pid = self._open(), os.getpid()
         return self._conn
 
-    def _run(self, work: Callable[[Callable[..., list[tuple]]], Any]) -> Any:
-        """Run ``work(execute)`` in one write transaction."""
+    def _run(self, work: Callable[[Callable[..., list[tuple]]], Any], write: bool = True) -> Any:
+        """Run ``work(execute)`` in one transaction (a write transaction unless ``write``
+        is false: a scrape reading counts must not queue behind, or block, writers)."""
         with self._lock:
             conn = self._connection()
-            cursor = self._begin(conn)
+            cursor = self._begin(conn) if write else self._begin_read(conn)
             p = self.placeholder
 
             def execute(sql: str, params: tuple = ()) -> list[tuple]:
@@ -176,6 +177,10 @@ class SQLPendingStore:
 
     def _begin(self, conn: Any) -> Any:
         conn.execute("BEGIN IMMEDIATE")
+        return conn.cursor()
+
+    def _begin_read(self, conn: Any) -> Any:
+        conn.execute("BEGIN")
         return conn.cursor()
 
     def _commit(self, conn: Any) -> None:
@@ -283,12 +288,13 @@ class SQLPendingStore:
 
     def pending_count(self) -> int:
         """Pushes waiting for their callback, over the whole table (every worker, or host)."""
-        return self._run(lambda execute: execute("SELECT count(*) FROM {t} WHERE state = ?", (PENDING,)))[0][0]
+        return self._run(lambda execute: execute("SELECT count(*) FROM {t} WHERE state = ?", (PENDING,)),
+                         write=False)[0][0]
 
     def pending_by_organization(self) -> dict[str, int]:
         """Pending pushes per organization (for a scrape-time gauge)."""
         rows = self._run(lambda execute: execute(
-            "SELECT organization, count(*) FROM {t} WHERE state = ? GROUP BY organization", (PENDING,)))
+            "SELECT organization, count(*) FROM {t} WHERE state = ? GROUP BY organization", (PENDING,)), write=False)
         return {org: count for org, count in rows}
 
 
@@ -358,15 +364,29 @@ class PostgresPendingStore(SQLPendingStore):
 
     placeholder = "%s"
 
-    def __init__(self, dsn: str, max_pending: int, connect_timeout: float = 5.0) -> None:
+    #: Seconds without a new connection attempt after one failed: a database that is down
+    #: must not add a connect timeout to every payment request.
+    RETRY_AFTER = 10.0
+
+    def __init__(self, dsn: str, max_pending: int, connect_timeout: float = 2.0) -> None:
         super().__init__(max_pending)
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self._retry_at = 0.0
 
     def _open(self) -> Any:
         import psycopg2
 
-        conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout)))
+        if time.monotonic() < self._retry_at:
+            raise ConnectionError("the shared STK table's database failed moments ago; not retrying yet")
+        try:
+            # Bounded statements: a lock held elsewhere must not hold a payment request.
+            conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout)),
+                                    options="-c statement_timeout=2000 -c lock_timeout=2000",
+                                    application_name="flask-mpesa-monitor")
+        except Exception:
+            self._retry_at = time.monotonic() + self.RETRY_AFTER
+            raise
         conn.autocommit = False
         with conn.cursor() as cursor:
             # Hosts starting together race to create the table: one lock decides.
@@ -383,6 +403,11 @@ class PostgresPendingStore(SQLPendingStore):
         # read-then-write steps atomic across hosts as BEGIN IMMEDIATE does in SQLite.
         cursor.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
         return cursor
+
+    def _begin_read(self, conn: Any) -> Any:
+        if conn.closed:
+            self._conn = conn = self._connection_reset()
+        return conn.cursor()
 
     def _connection_reset(self) -> Any:
         self._conn = None
@@ -425,6 +450,8 @@ def prune_on_start(directory: str | os.PathLike[str], max_age: float = START_MAX
     store = SQLitePendingStore(str(path), max_pending=1 << 20)
     try:
         removed = store.prune(max_age)
+        # Tables of the previous layout (one per state), dropped at the first start after an upgrade.
+        store._conn.executescript("DROP TABLE IF EXISTS pending; DROP TABLE IF EXISTS completed;")
         store._conn.close()
         return removed
     except sqlite3.Error:

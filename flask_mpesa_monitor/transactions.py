@@ -346,9 +346,9 @@ class TransactionTracker:
                 log.exception("security event could not be counted")
 
     @staticmethod
-    def _unverified(org: str, amount: float, reason: str) -> None:
+    def _unverified(org: str, amount: float, reason: str, currency: str = "KES") -> None:
         if amount > 0:
-            metrics.revenue_unverified_total.labels(org, "KES", reason).inc(amount)
+            metrics.revenue_unverified_total.labels(org, currency, reason).inc(amount)
 
     def pending_count(self) -> int:
         return self.store.pending_count()
@@ -387,7 +387,7 @@ class TransactionTracker:
         if checked is None:
             raise ValueError(f"amount must be a finite number between 0 and {self.max_amount:g}, got {amount!r}.")
         org, type_ = tenancy.organizations(organization), tenancy.transaction_types(type)
-        if type_ == "stk_push" and self.matching and currency.upper() == "KES":
+        if type_ == "stk_push" and self.matching:
             if checkout_request_id is not None:
                 checkout = valid_id(checkout_request_id)
                 if checkout is None:
@@ -396,9 +396,9 @@ class TransactionTracker:
                 self.resolve(checkout, Completion(outcome, code, checked if outcome == daraja.SUCCESS else 0.0),
                              organization)
                 return outcome
-            self._count(org, type_, outcome, 0.0, "KES")
+            self._count(org, type_, outcome, 0.0, currency.upper())
             if outcome == daraja.SUCCESS:
-                self._unverified(org, checked, NO_CHECKOUT_ID)
+                self._unverified(org, checked, NO_CHECKOUT_ID, currency.upper())
             return outcome
         self._count(org, type_, outcome, checked, currency.upper())
         return outcome

@@ -357,3 +357,24 @@ def test_bounds_hold_within_a_small_slack_when_checked_every_few_writes():
     assert missing.change() >= 2000 - store.check_every
     # The newest pushes are the ones kept: their callbacks still match.
     assert busy.record_stk_callback(callback("ws_CO_slack_2999", 0, amount=1), "trust-slack").match == "matched"
+
+
+def test_shared_postgres_table_down_never_breaks_the_payment_flow(postgres, monkeypatch):
+    from flask_mpesa_monitor.stk_store import PostgresPendingStore
+    from flask_mpesa_monitor.transactions import TransactionTracker
+
+    store = PostgresPendingStore(postgres.dsn, 100)
+    host = TransactionTracker(60, store=store)
+    acme = Watch("trust-pg-down")
+    kept = acme.unverified("store_unavailable")
+    postgres.stop()
+    try:
+        host.record_stk_push("trust-pg-down", "ws_CO_pg_down", 30)  # logged, not raised
+        result = host.record_stk_callback(callback("ws_CO_pg_down", 0, amount=30), "trust-pg-down")
+        assert result.match == "unchecked" and acme.ok.change() == 1 and kept.change() == 30
+        assert store._retry_at > 0  # backs off instead of a connect timeout per request
+    finally:
+        postgres.start()
+    monkeypatch.setattr(store, "_retry_at", 0.0)
+    host.record_stk_push("trust-pg-down", "ws_CO_pg_back", 30)
+    assert host.record_stk_callback(callback("ws_CO_pg_back", 0, amount=30), "trust-pg-down").match == "matched"
