@@ -85,7 +85,9 @@ class Match(NamedTuple):
 
     ``kind``: ``matched`` (a pending push), ``late`` (a push already counted missing),
     ``held`` (no push yet: held for the grace period), ``duplicate`` (already resolved;
-    ``previous`` is the first completion), ``unchecked`` (not held: matching is off).
+    ``previous`` is the first completion), ``unchecked`` (not held: matching is off);
+    the tracker uses ``unavailable`` when the table could not be reached. ``dropped``:
+    held callbacks forgotten to keep the bound, to be counted as unmatched.
     """
 
     kind: str

@@ -8,23 +8,21 @@ the pushed amount: that is ``mpesa_revenue_total``. Every other success callback
 apart, never lost and never trusted, in ``mpesa_revenue_unverified_total{reason}``, with a
 security event:
 
-==========================  =========  ================================================
-reason / event              severity   what happened
-==========================  =========  ================================================
-``callback_unmatched``      medium     no push with that CheckoutRequestID (after a
-                                       grace period: a fast callback can beat the app's
-                                       own ``record_stk_push``)
-``callback_wrong_organization``  high  the push belongs to another organization: a
-                                       cross-tenant signal; credited to neither
-``callback_amount_mismatch``  high     the callback claims more than was pushed; the
-                                       pushed amount is revenue, the excess is not
-==========================  =========  ================================================
+- ``callback_unmatched`` (medium): no push with that CheckoutRequestID, after a grace
+  period (a fast callback can beat the app's own ``record_stk_push``, which runs after
+  Daraja's answer returns);
+- ``callback_wrong_organization`` (high): the push belongs to another organization, a
+  cross-tenant signal; the money is credited to neither;
+- ``callback_amount_mismatch`` (high): the callback claims more than was pushed; the
+  pushed amount is revenue, the excess is not.
 
 Medium events show as a rate on the security dashboard but never page alone; high ones
 page (``SecurityEvents``). A push whose callback never came counts once in
 ``mpesa_stk_callbacks_missing_total``; if the callback comes after all, it still
 matches, once, and counts in ``mpesa_stk_callbacks_late_total``. Daraja's retries are
-counted once. The table behind this is :mod:`flask_mpesa_monitor.stk_store`.
+counted once. A callback that matches nothing is not in ``mpesa_transactions_total``
+either: a flood of forged failures must not trip the error-ratio alerts. The table
+behind this is :mod:`flask_mpesa_monitor.stk_store`.
 
 Apps that never call ``record_stk_push`` set ``MPESA_MONITOR_STK_MATCHING`` off: every
 valid success callback is then revenue, as it claims.
