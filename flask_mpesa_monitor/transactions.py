@@ -194,6 +194,9 @@ class TransactionTracker:
                 log.warning("STK push not remembered: its CheckoutRequestID is not a Daraja id")
             return
         pushed = valid_amount(amount, self.max_amount) if amount else None
+        if amount and pushed is None:
+            log.warning("STK push amount is not a finite number in (0, %g]: remembered as unknown (no cap)",
+                        self.max_amount)
         try:
             added = self.store.add(checkout, Push(org, time.time(), pushed or 0.0))
         except Exception:  # the shared table failing must not fail the payment request

@@ -378,3 +378,12 @@ def test_shared_postgres_table_down_never_breaks_the_payment_flow(postgres, monk
     monkeypatch.setattr(store, "_retry_at", 0.0)
     host.record_stk_push("trust-pg-down", "ws_CO_pg_back", 30)
     assert host.record_stk_callback(callback("ws_CO_pg_back", 0, amount=30), "trust-pg-down").match == "matched"
+
+
+@pytest.mark.parametrize("amount", [float("inf"), float("nan"), -3, 1e308, "junk"])
+def test_push_with_an_impossible_amount_is_remembered_without_a_cap(monitor, amount):
+    acme = Watch("trust-pushamt")
+    monitor.record_stk_push("trust-pushamt", f"ws_CO_pushamt_{len(str(amount))}_{str(amount)[:3]}", amount)
+    result = monitor.record_stk_callback(
+        callback(f"ws_CO_pushamt_{len(str(amount))}_{str(amount)[:3]}", 0, amount=60), "trust-pushamt")
+    assert result.match == "matched" and acme.revenue.change() == 60
