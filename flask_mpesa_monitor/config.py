@@ -20,6 +20,7 @@ Prometheus' ``credentials_file``, surrounding whitespace is not part of the secr
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .redact import mask_phones
-from .security import MAX_FAILURES_PER_IP
+from .security import MAX_FAILURES_PER_IP, SAFARICOM_CALLBACK_IPS
 
 PREFIX = "MPESA_MONITOR_"
 
@@ -201,6 +202,29 @@ def _basic_auth(value: Any) -> str | None:
     return value
 
 
+def _networks(value: Any) -> tuple[Any, ...]:
+    """IP addresses or networks (list or comma-separated); ``safaricom`` stands for the
+    list shipped in :data:`flask_mpesa_monitor.security.SAFARICOM_CALLBACK_IPS`."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError("must be IP addresses or networks (a list or comma-separated)")
+    networks = []
+    for item in value:
+        for one in SAFARICOM_CALLBACK_IPS if item == "safaricom" else (item,):
+            try:
+                networks.append(ipaddress.ip_network(one, strict=False))
+            except (TypeError, ValueError):
+                raise ValueError(f"must be IP addresses or networks ({item!r} is neither)") from None
+    return tuple(networks)
+
+
+def _amount(value: Any) -> float:
+    return _number("must be an amount above 0 and at most 1e12", 1e12)(value)
+
+
 def _secret_file(value: Any) -> str | None:
     value = _optional_str(value)
     if value is not None and not os.path.isfile(value):
@@ -268,7 +292,29 @@ class MonitorConfig:
     stk_callback_timeout: float = setting(
         120.0, _seconds, "Seconds after which a pending STK push counts as a missing callback.")
     max_pending_stk: int = setting(
-        10000, _count(1, 1_000_000), "Pending STK pushes remembered per process (oldest evicted as missing).")
+        10000, _count(1, 1_000_000),
+        "Pending STK pushes remembered per host (oldest evicted as missing); as many resolved ones.")
+    stk_matching: bool = setting(
+        True, _bool,
+        "**On by default**: STK callbacks count as revenue only when they match a push recorded "
+        "with `record_stk_push`; turn off when the app never records pushes.")
+    stk_callback_grace: float = setting(
+        30.0, _seconds,
+        "Seconds a callback without a recorded push is held (its push may be recorded just after) "
+        "before it counts as unmatched.")
+    stk_store_url: str | None = setting(
+        None, _optional_str,
+        "PostgreSQL DSN of a pending-STK table shared by every app host (default: per host).", show=_shown_dsn)
+    max_transaction_amount: float = setting(
+        250000.0, _amount, "Largest amount of one transaction (KES); a callback claiming more is invalid.")
+    max_callback_bytes: int = setting(
+        16384, _count(256, 10_000_000), "Largest STK callback body in bytes; a bigger one is an invalid callback.")
+    callback_allowed_ips: tuple[Any, ...] = setting(
+        ("safaricom",), _networks,
+        "Addresses callbacks may come from (`safaricom` = the shipped list); others count "
+        "`callback_unknown_source`. Empty: no check.")
+    callback_trusted_proxies: tuple[Any, ...] = setting(
+        (), _networks, "Proxies whose `X-Forwarded-For` is believed when finding a callback's source address.")
     auth_failure_threshold: int = setting(
         20, _count(1, MAX_FAILURES_PER_IP), "Failed logins from one IP in the window that make it suspicious.")
     auth_failure_window: float = setting(
@@ -304,6 +350,9 @@ class MonitorConfig:
     disk_warning: float = setting(0.85, _ratio, "Disk usage ratio above which `system` is `degraded`.")
     disk_path: str = setting(
         "/", _existing_path, "Path whose file system the `system` check measures.")
+    multiproc_disk_warning: float = setting(
+        0.5, _ratio,
+        "Usage ratio of the `PROMETHEUS_MULTIPROC_DIR` file system above which `system` is `degraded`.")
     security_window: float = setting(
         300.0, _seconds,
         "Seconds during which a cross-tenant attempt or auth-failure burst keeps `security` degraded.")

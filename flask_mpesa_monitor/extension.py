@@ -24,7 +24,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, TypeVar
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context, request
 
 from . import metrics, tenancy
 from ._version import __version__
@@ -124,8 +124,24 @@ class MPesaMonitor:
     def record_stk_callback(
         self, payload: Any, organization: Any = None, initiated_at: float | None = None
     ) -> CallbackResult:
-        """Count a Daraja STK callback (``Body.stkCallback``); see ``TransactionTracker``."""
-        return self._state().transactions.record_stk_callback(payload, organization, initiated_at)
+        """Count a Daraja STK callback (``Body.stkCallback``); see ``TransactionTracker``.
+
+        In a request, the request's source address is checked against
+        ``MPESA_MONITOR_CALLBACK_ALLOWED_IPS`` (counted, never refused) and its size
+        against ``MPESA_MONITOR_MAX_CALLBACK_BYTES``."""
+        state = self._state()
+        body_size = None
+        if has_request_context():
+            self.check_callback_source(organization)
+            body_size = request.content_length
+        return state.transactions.record_stk_callback(payload, organization, initiated_at, body_size)
+
+    def check_callback_source(self, organization: Any = None) -> bool:
+        """True when the current request comes from an allowed callback address (through
+        ``MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES`` only); else counts a medium
+        ``callback_unknown_source`` event and returns False. Never refuses anything."""
+        return self._state().security.check_callback_source(
+            request.remote_addr, request.headers.get("X-Forwarded-For"), organization)
 
     def record_transaction(
         self,
@@ -135,10 +151,12 @@ class MPesaMonitor:
         result_code: Any = None,
         amount: float = 0,
         currency: str = "KES",
+        checkout_request_id: str | None = None,
     ) -> str:
-        """Count a transaction of another flow (c2b, b2c, reversal, ...)."""
+        """Count a transaction of another flow (c2b, b2c, reversal, ...) or an STK Query
+        result (``checkout_request_id``); see ``TransactionTracker.record_transaction``."""
         return self._state().transactions.record_transaction(
-            organization, type, outcome, result_code, amount, currency)
+            organization, type, outcome, result_code, amount, currency, checkout_request_id)
 
     # --- security -----------------------------------------------------------------
     def record_auth_attempt(self, organization: Any, success: bool, ip: str | None = None) -> None:

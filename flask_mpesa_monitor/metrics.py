@@ -247,3 +247,20 @@ CATALOGUE: dict[str, object] = {
         system_memory_usage_ratio, system_disk_usage_ratio, build_info,
     )
 }
+
+# --- Callback trust ------------------------------------------------------------------
+# Success callbacks that did not match a recorded push of the same organization, for at
+# most the pushed amount (see transactions.py): kept apart from mpesa_revenue_total.
+revenue_unverified_total = Counter(
+    "mpesa_revenue_unverified_total",
+    "Money claimed by STK callbacks not matched to a push (reason: unmatched, wrong_organization, "
+    "amount_mismatch, no_checkout_id, store_unavailable); never in mpesa_revenue_total.",
+    ["organization", "currency", "reason"],
+)
+stk_callbacks_late_total = Counter(
+    "mpesa_stk_callbacks_late_total",
+    "STK callbacks that matched a push already counted in mpesa_stk_callbacks_missing_total.",
+    ["organization"],
+)
+CATALOGUE.update({"mpesa_revenue_unverified_total": revenue_unverified_total,
+                  "mpesa_stk_callbacks_late_total": stk_callbacks_late_total})

@@ -13,10 +13,11 @@ in multiprocess mode), later ones as ``ip="other"``.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Union
 
 from . import metrics, tenancy
 from .redact import get_logger
@@ -24,6 +25,71 @@ from .redact import get_logger
 log = get_logger(__name__)
 
 SEVERITIES = ("low", "medium", "high", "critical")
+
+#: Addresses Safaricom posts Daraja callbacks from. Safaricom gives them to businesses at
+#: go-live and changes them now and then; this is the list as third-party SDKs and apps
+#: publish it (for example github.com/samtext/XecoFlow, src/middlewares/mpesa.middleware.js,
+#: and many PHP/Laravel M-Pesa packages with the same twelve), as of 2026-12-01. Override
+#: with ``MPESA_MONITOR_CALLBACK_ALLOWED_IPS`` (``safaricom`` there means this list).
+SAFARICOM_CALLBACK_IPS = (
+    "196.201.214.200", "196.201.214.206", "196.201.213.114", "196.201.214.207",
+    "196.201.214.208", "196.201.213.44", "196.201.212.127", "196.201.212.138",
+    "196.201.212.129", "196.201.212.136", "196.201.212.74", "196.201.212.69",
+)
+SAFARICOM_CALLBACK_IPS_AS_OF = "2026-12-01"
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _address(text: Any) -> Address | None:
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class CallbackSource:
+    """Where a callback came from, and whether that is one of the allowed addresses.
+
+    The source is the peer address, unless the peer is a configured trusted proxy: then
+    it is the right-most ``X-Forwarded-For`` entry that is not a trusted proxy (entries
+    further left were written by the client and prove nothing). Nothing is refused
+    here: an unknown source is counted, the app decides.
+    """
+
+    #: X-Forwarded-For entries read at most (a client can send any number).
+    MAX_HOPS = 16
+
+    def __init__(self, allowed: Iterable[Network], trusted_proxies: Iterable[Network] = ()) -> None:
+        self.allowed = tuple(allowed)
+        self.trusted_proxies = tuple(trusted_proxies)
+
+    def source(self, remote_addr: str | None, forwarded_for: str | None = None) -> Address | None:
+        peer = _address(remote_addr)
+        if peer is None or not self._trusted(peer) or not forwarded_for:
+            return peer
+        hops = forwarded_for[:4096].split(",")[-self.MAX_HOPS:]
+        for hop in reversed(hops):
+            address = _address(hop)
+            if address is None:
+                return None
+            if not self._trusted(address):
+                return address
+        return peer
+
+    def _trusted(self, address: Address) -> bool:
+        return any(address in network for network in self.trusted_proxies)
+
+    def allows(self, address: Address | None) -> bool:
+        if not self.allowed:
+            return True
+        return address is not None and any(address in network for network in self.allowed)
 
 #: Failed-login memory: at most this many IPs, each with at most this many timestamps.
 MAX_TRACKED_IPS = 10000
@@ -38,7 +104,9 @@ class SecurityTracker:
         failure_threshold: int = 20,
         failure_window: float = 900.0,
         send_alert: Callable[..., Any] | None = None,
+        callback_source: CallbackSource | None = None,
     ) -> None:
+        self.callback_source = callback_source or CallbackSource(())
         self.failure_threshold = failure_threshold
         self.failure_window = failure_window
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
@@ -135,6 +203,19 @@ class SecurityTracker:
         metrics.security_events_total.labels(
             tenancy.event_types(event_type), severity, tenancy.organizations(organization)
         ).inc()
+
+    def check_callback_source(
+        self, remote_addr: str | None, forwarded_for: str | None = None, organization: Any = None
+    ) -> bool:
+        """True when a callback comes from an allowed address; otherwise counts a medium
+        ``callback_unknown_source`` event (a burst shows, one never pages) and returns
+        False. Never refuses anything itself."""
+        source = self.callback_source.source(remote_addr, forwarded_for)
+        if self.callback_source.allows(source):
+            return True
+        self.record_security_event("callback_unknown_source", "medium", organization)
+        log.warning("STK callback from an address outside the allowed list: %s", source or "unparsable")
+        return False
 
     def record_rate_limit_hit(self, organization: Any, limit: str) -> None:
         """Count a request the app's rate limiter refused (``limit`` names the rule)."""

@@ -26,7 +26,8 @@ from .config import MonitorConfig
 from .exposition import MetricsExporter
 from .health import DatabaseCheck, HealthCheck, HealthRunner, MPesaAPICheck, SecurityCheck, SystemCheck
 from .request_hooks import RequestMetrics
-from .security import SecurityTracker
+from .security import CallbackSource, SecurityTracker
+from .stk_store import default_store
 from .summary import PrometheusSummary, SummaryAccess, SummaryWindow, default_store_path
 from .transactions import TransactionTracker
 
@@ -64,7 +65,8 @@ class MonitorState:
             runbook_url=config.runbook_url,
         )
         self.security = SecurityTracker(
-            config.auth_failure_threshold, config.auth_failure_window, send_alert=self.alerts.send)
+            config.auth_failure_threshold, config.auth_failure_window, send_alert=self.alerts.send,
+            callback_source=CallbackSource(config.callback_allowed_ips, config.callback_trusted_proxies))
 
         # /metrics, /metrics/summary, /health/detailed
         self.exporter = MetricsExporter()
@@ -87,6 +89,12 @@ class MonitorState:
             on_transaction=self.summary.record_transaction,
             on_invalid_callback=lambda org: self.security.record_security_event(
                 "invalid_callback", "medium", org or None),
+            store=default_store(config.max_pending_stk, url=config.stk_store_url),
+            matching=config.stk_matching,
+            grace=config.stk_callback_grace,
+            max_amount=config.max_transaction_amount,
+            max_body_bytes=config.max_callback_bytes,
+            on_security_event=self.security.record_security_event,
         )
 
         # health checks
@@ -96,7 +104,8 @@ class MonitorState:
         self.health.add(HealthCheck("security", self.security_check, config.health_timeout))
         self.health.add(HealthCheck(
             "system",
-            SystemCheck(config.cpu_warning, config.memory_warning, config.disk_warning, config.disk_path),
+            SystemCheck(config.cpu_warning, config.memory_warning, config.disk_warning, config.disk_path,
+                        multiproc_warning=config.multiproc_disk_warning),
             config.health_timeout, component_type="system"))
         if config.database_url:
             self.set_database(config.database_url)

@@ -33,6 +33,7 @@ count is exact; above it, it is an estimate within a few percent.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import sqlite3
@@ -84,6 +85,19 @@ def default_store_path(configured: str | None) -> str | None:
     if not directory:
         return None
     return os.path.normpath(directory) + ".summary.sqlite"
+
+
+def json_safe(figures: dict[str, Any]) -> dict[str, Any]:
+    """``figures`` with every non-finite number (inf, nan) as ``None``: JSON has no
+    Infinity or NaN, and a summary that parses is worth more than one figure."""
+    def safe(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: safe(item) for key, item in value.items()}
+        return value
+
+    return {key: safe(value) for key, value in figures.items()}
 
 
 def _rate(successes: int, completed: int) -> float | None:
@@ -138,6 +152,8 @@ class SummaryWindow:
         """Count one completed transaction (pending ones are ignored: not completed)."""
         if outcome == PENDING:
             return
+        if not isinstance(revenue, (int, float)) or not math.isfinite(revenue):
+            revenue = 0.0  # one bad figure must not poison the window for a day
         now = time.time() if now is None else now
         key = (int(now // BUCKET_SECONDS), organization, currency)
         with self._lock:
@@ -292,14 +308,14 @@ class SummaryWindow:
         for _, currency, _, _, amount in rows:
             revenue[currency] = revenue.get(currency, 0.0) + amount
         organizations = {row[0] for row in rows if row[2]} | {row[0] for row in user_orgs}
-        return {
+        return json_safe({
             "total_organizations": len(organizations - set(EXCLUDED_ORGANIZATIONS)),
             "active_users": self._distinct(hashes),
             "transactions_24h": int(completed),
             "revenue_24h": round(sum(revenue.values()), 2),
             "revenue_by_currency": {key: round(value, 2) for key, value in sorted(revenue.items()) if value},
             "success_rate_24h": _rate(int(successes), int(completed)),
-        }
+        })
 
     def _distinct(self, smallest: list[int]) -> int:
         """Exact below the sketch size; the K-minimum-values estimate at it."""
@@ -348,14 +364,15 @@ class PrometheusSummary:
 
     def summary(self, organization: str | None = None) -> dict[str, Any]:
         values = {name: self._value(query) for name, query in self.queries(organization).items()}
+        values = {name: value if math.isfinite(value) else 0.0 for name, value in values.items()}
         completed, successes = round(values["completed"]), round(values["successes"])
-        return {
+        return json_safe({
             "total_organizations": int(round(values["organizations"])),
             "active_users": self.window.summary(organization)["active_users"],
             "transactions_24h": int(completed),
             "revenue_24h": round(values["revenue"], 2),
             "success_rate_24h": _rate(int(min(successes, completed)), int(completed)),
-        }
+        })
 
 
 #: An app's summary rule: called with the requested organization (None: all); answers

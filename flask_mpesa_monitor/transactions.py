@@ -1,27 +1,68 @@
 """Transactions and STK push callbacks: outcome counts, revenue, pending pushes.
 
 An STK push is a two-step payment: Daraja acknowledges the request, then, seconds or
-minutes later, posts the customer's answer to the app's callback URL. The tracker keeps
-the pushes still waiting (bounded; per process, so under gunicorn each worker knows the
-pushes it sent), de-duplicates callbacks (Daraja retries them), and counts a push whose
-callback never came once in ``mpesa_stk_callbacks_missing_total``. The alert on missing
-callbacks is computed from counters that add up across workers, not from this table.
+minutes later, posts the customer's answer to the app's callback URL. Anyone can post to
+that URL, so a callback is money only when it matches a push the app recorded
+(:meth:`TransactionTracker.record_stk_push`) for the same organization, and only up to
+the pushed amount: that is ``mpesa_revenue_total``. Every other success callback is kept
+apart, never lost and never trusted, in ``mpesa_revenue_unverified_total{reason}``, with a
+security event:
+
+- ``callback_unmatched`` (medium): no push with that CheckoutRequestID, after a grace
+  period (a fast callback can beat the app's own ``record_stk_push``, which runs after
+  Daraja's answer returns);
+- ``callback_wrong_organization`` (high): the push belongs to another organization, a
+  cross-tenant signal; the money is credited to neither;
+- ``callback_amount_mismatch`` (high): the callback claims more than was pushed; the
+  pushed amount is revenue, the excess is not.
+
+Medium events show as a rate on the security dashboard but never page alone; high ones
+page (``SecurityEvents``). A push whose callback never came counts once in
+``mpesa_stk_callbacks_missing_total``; if the callback comes after all, it still
+matches, once, and counts in ``mpesa_stk_callbacks_late_total``. Daraja's retries are
+counted once. A callback that matches nothing is not in ``mpesa_transactions_total``
+either: a flood of forged failures must not trip the error-ratio alerts. The table
+behind this is :mod:`flask_mpesa_monitor.stk_store`.
+
+Apps that never call ``record_stk_push`` set ``MPESA_MONITOR_STK_MATCHING`` off: every
+valid success callback is then revenue, as it claims.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger
-from .stk_store import Completion, PendingStore, Push, default_store
+from .stk_store import Completion, Held, Match, Push, SQLPendingStore, default_store, valid_id
 
 log = get_logger(__name__)
 
 #: Transaction types whose success is money collected (never b2c payouts).
 COLLECTION_TYPES = frozenset({"stk_push", "c2b"})
+
+#: The largest single M-Pesa transaction, in KES (Safaricom's current limit).
+DEFAULT_MAX_AMOUNT = 250_000.0
+#: Seconds a callback without a push is held before it counts as unmatched.
+DEFAULT_GRACE = 30.0
+#: Callback metadata items read at most (Daraja sends four or five).
+MAX_ITEMS = 32
+
+#: Security events of callbacks and their severities.
+CALLBACK_EVENTS = {
+    "invalid_callback": "medium",
+    "callback_unmatched": "medium",
+    "callback_unknown_source": "medium",
+    "callback_wrong_organization": "high",
+    "callback_amount_mismatch": "high",
+}
+
+#: ``reason`` label values of ``mpesa_revenue_unverified_total``.
+UNMATCHED, WRONG_ORGANIZATION, AMOUNT_MISMATCH = "unmatched", "wrong_organization", "amount_mismatch"
+NO_CHECKOUT_ID, STORE_UNAVAILABLE = "no_checkout_id", "store_unavailable"
 
 
 class InvalidCallback(ValueError):
@@ -30,7 +71,14 @@ class InvalidCallback(ValueError):
 
 @dataclass(frozen=True)
 class CallbackResult:
-    """What :meth:`TransactionTracker.record_stk_callback` understood of a callback."""
+    """What :meth:`TransactionTracker.record_stk_callback` understood of a callback.
+
+    ``match`` says how it met its push: ``matched``, ``late`` (after the push was
+    counted missing), ``held`` (no push yet; counted when it comes, or as unmatched
+    after the grace period), ``wrong_organization``, ``duplicate``, or ``unchecked``
+    (matching off, or the table unavailable). ``verified_amount`` is what counted as
+    revenue now.
+    """
 
     checkout_request_id: str
     outcome: str
@@ -38,6 +86,19 @@ class CallbackResult:
     amount: float
     duplicate: bool = False
     delay_seconds: float | None = None
+    match: str = "matched"
+    verified_amount: float = 0.0
+
+
+def _result_code(code: Any) -> str:
+    """An int, a digit string, or a code of the outcome table; else InvalidCallback."""
+    if isinstance(code, int) and not isinstance(code, bool) and -(10**9) < code < 10**9:
+        return str(code)
+    if isinstance(code, str):
+        text = code.strip()
+        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in daraja.RESULT_CODES:
+            return text
+    raise InvalidCallback("STK callback Body.stkCallback.ResultCode must be an integer or a Daraja result code.")
 
 
 def _parse_callback(payload: Any) -> tuple[Mapping[str, Any], str, str]:
@@ -49,32 +110,48 @@ def _parse_callback(payload: Any) -> tuple[Mapping[str, Any], str, str]:
     callback = body.get("stkCallback")
     if not isinstance(callback, Mapping):
         raise InvalidCallback("STK callback is missing Body.stkCallback.")
-    checkout = callback.get("CheckoutRequestID")
-    if not isinstance(checkout, str) or not checkout:
+    raw = callback.get("CheckoutRequestID")
+    if not isinstance(raw, str) or not raw:
         raise InvalidCallback("STK callback is missing Body.stkCallback.CheckoutRequestID.")
+    checkout = valid_id(raw)
+    if checkout is None:
+        raise InvalidCallback("STK callback Body.stkCallback.CheckoutRequestID is not a Daraja id "
+                              "(at most 64 printable characters).")
     code = callback.get("ResultCode")
-    if code is None or isinstance(code, bool) or not isinstance(code, (int, str)) or str(code).strip() == "":
+    if code is None or (isinstance(code, str) and not code.strip()):
         raise InvalidCallback("STK callback is missing Body.stkCallback.ResultCode.")
-    return callback, checkout, str(code).strip()
+    return callback, checkout, _result_code(code)
 
 
-def _amount(callback: Mapping[str, Any]) -> float:
+def valid_amount(value: Any, maximum: float) -> float | None:
+    """``value`` as a finite amount in ``(0, maximum]``, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        amount = float(value)
+    except (ValueError, OverflowError):
+        return None
+    if not math.isfinite(amount) or not 0 < amount <= maximum:
+        return None
+    return amount
+
+
+def _callback_amount(callback: Mapping[str, Any], maximum: float) -> float:
     metadata = callback.get("CallbackMetadata")
     items = metadata.get("Item") if isinstance(metadata, Mapping) else None
     if not isinstance(items, list):
         return 0.0
-    for item in items:
+    for item in items[:MAX_ITEMS]:
         if isinstance(item, Mapping) and item.get("Name") == "Amount":
-            try:
-                amount = float(item.get("Value"))
-            except (TypeError, ValueError):
-                return 0.0
-            return amount if amount > 0 and amount == amount and amount != float("inf") else 0.0
+            amount = valid_amount(item.get("Value"), maximum)
+            if amount is None:
+                raise InvalidCallback(f"STK callback Amount must be a number above 0 and at most {maximum:g}.")
+            return amount
     return 0.0
 
 
 class TransactionTracker:
-    """Counts transactions and tracks pending STK pushes (one per extension state)."""
+    """Counts transactions and matches STK callbacks with their pushes (one per extension state)."""
 
     def __init__(
         self,
@@ -82,83 +159,197 @@ class TransactionTracker:
         max_pending: int = 10000,
         on_transaction: Callable[[str, str, str, float, str], None] | None = None,
         on_invalid_callback: Callable[[str], None] | None = None,
-        store: PendingStore | None = None,
+        store: SQLPendingStore | None = None,
+        *,
+        matching: bool = True,
+        grace: float = DEFAULT_GRACE,
+        max_amount: float = DEFAULT_MAX_AMOUNT,
+        max_body_bytes: int = 16384,
+        on_security_event: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.callback_timeout = callback_timeout
         self.store = store if store is not None else default_store(max_pending)
+        self.matching = matching
+        self.grace = grace
+        self.max_amount = max_amount
+        self.max_body_bytes = max_body_bytes
         self._on_transaction = on_transaction
         self._on_invalid_callback = on_invalid_callback
+        self._on_security_event = on_security_event
+        self._next_expiry = 0.0
 
     # --- STK push -----------------------------------------------------------------
     def record_stk_push(self, organization: Any, checkout_request_id: str, amount: float = 0) -> None:
-        """Count an accepted STK push and remember it as pending until its callback."""
+        """Count an accepted STK push and remember it as pending until its callback.
+
+        ``amount`` caps the revenue its callback can bring; 0 or None means unknown (no
+        cap). An id that cannot be Daraja's (over 64 characters) is counted but not
+        remembered; its callback will be refused as invalid anyway.
+        """
         org = tenancy.organizations(organization)
         metrics.stk_pushes_total.labels(org).inc()
-        if not checkout_request_id:
+        checkout = valid_id(checkout_request_id)
+        if checkout is None:
+            if checkout_request_id:
+                log.warning("STK push not remembered: its CheckoutRequestID is not a Daraja id")
             return
+        pushed = valid_amount(amount, self.max_amount) if amount else None
+        if amount and pushed is None:
+            log.warning("STK push amount is not a finite number in (0, %g]: remembered as unknown (no cap)",
+                        self.max_amount)
         try:
-            evicted = self.store.add(str(checkout_request_id), Push(org, time.time(), float(amount or 0)))
+            added = self.store.add(checkout, Push(org, time.time(), pushed or 0.0))
         except Exception:  # the shared table failing must not fail the payment request
             log.exception("could not remember the pending STK push")
             return
         metrics.stk_pending.labels(org).inc()
-        self._missing(evicted)  # the table is full: the oldest pushes will never be matched
-        self.expire()
+        if added.held is not None:  # its callback came first, and was held
+            push = Push(org, added.held.arrived, pushed or 0.0)
+            self._resolved(Match("matched", push), added.held.completion, added.held.organization or None, 0.0)
+        self._missing(added.evicted)  # the table is full: the oldest pushes will never be matched
+        self._unmatched(added.dropped)
+        self._expire_now_and_then()
 
     def record_stk_callback(
-        self, payload: Any, organization: Any = None, initiated_at: float | None = None
+        self, payload: Any, organization: Any = None, initiated_at: float | None = None,
+        body_size: int | None = None,
     ) -> CallbackResult:
-        """Count Daraja's STK callback; return what it said.
+        """Count Daraja's STK callback; return what it said and how it matched.
 
         Raises :class:`InvalidCallback` (and counts a security event ``invalid_callback``)
-        when the payload is not a Daraja STK callback. A second callback with the same
+        when the payload is not a Daraja STK callback: no CheckoutRequestID or one over 64
+        characters, a ResultCode that is neither an integer nor a known code, an Amount
+        that is not a finite number in (0, max]. A second callback with the same
         CheckoutRequestID is not counted again (``duplicate=True``), whichever worker
-        received the first.
+        received the first. ``body_size`` (the request's Content-Length) over the
+        configured maximum makes the callback invalid too.
         """
         try:
+            if body_size is not None and body_size > self.max_body_bytes:
+                raise InvalidCallback(f"STK callback body is {body_size} bytes, more than {self.max_body_bytes}.")
             callback, checkout, code = _parse_callback(payload)
+            outcome = daraja.classify_result_code(code, "stk_push")
+            amount = _callback_amount(callback, self.max_amount) if outcome == daraja.SUCCESS else 0.0
         except InvalidCallback as exc:
             if self._on_invalid_callback is not None:
                 self._on_invalid_callback(str(organization) if organization is not None else "")
             log.warning("invalid STK callback rejected: %s", exc)
             raise
-        outcome = daraja.classify_result_code(code, "stk_push")
-        amount = _amount(callback) if outcome == daraja.SUCCESS else 0.0
+        return self.resolve(checkout, Completion(outcome, code, amount), organization, initiated_at)
+
+    def resolve(
+        self, checkout: str, completion: Completion, organization: Any = None, initiated_at: float | None = None
+    ) -> CallbackResult:
+        """Resolve a push with its result, from a callback or a reconciliation (STK Query):
+        both share the push's single state, so it is counted once whichever comes first."""
+        claimed = tenancy.organizations(organization) if organization is not None else None
         try:
-            previous, push = self.store.complete(checkout, Completion(outcome, code, amount))
+            match = self.store.complete(checkout, completion, claimed or "", hold=self.matching)
         except Exception:  # count the callback anyway: losing it would hide a payment
             log.exception("could not match the STK callback with its push")
-            previous, push = None, None
-        if previous is not None:
-            return CallbackResult(checkout, previous.outcome, previous.result_code, previous.amount, duplicate=True)
-        started = initiated_at if initiated_at is not None else (push.started if push else None)
-        delay = max(0.0, time.time() - started) if started is not None else None
-        org = tenancy.organizations(organization if organization is not None else
-                                    (push.organization if push else None))
-        if push is not None:
+            match = Match("unavailable")
+        self._unmatched(match.dropped)
+        if match.kind == "duplicate":
+            previous = match.previous or completion
+            result = CallbackResult(checkout, previous.outcome, previous.result_code, previous.amount,
+                                    duplicate=True, match="duplicate")
+        elif match.kind == "held":
+            result = CallbackResult(checkout, completion.outcome, completion.result_code, completion.amount,
+                                    match="held")
+        else:
+            started = initiated_at if initiated_at is not None else (match.push.started if match.push else None)
+            delay = max(0.0, time.time() - started) if started is not None else None
+            kind, verified = self._resolved(match, completion, claimed, delay)
+            result = CallbackResult(checkout, completion.outcome, completion.result_code, completion.amount,
+                                    delay_seconds=delay, match=kind, verified_amount=verified)
+        self._expire_now_and_then()
+        return result
+
+    def _expire_now_and_then(self) -> None:
+        """Expire on the request path at most once a second: the health thread's tick does
+        it too, so the table is never more than a tick behind, at a fraction of the cost."""
+        now = time.monotonic()
+        if now >= self._next_expiry:
+            self._next_expiry = now + 1.0
+            self.expire()
+
+    def _resolved(self, match: Match, completion: Completion, claimed: str | None,
+                  delay: float | None) -> tuple[str, float]:
+        """Count a callback that is no longer waiting; return (match kind, verified revenue)."""
+        outcome, amount = completion.outcome, completion.amount
+        money = amount if outcome == daraja.SUCCESS else 0.0
+        push = match.push
+        if push is None:  # matching off ("unchecked") or the table unavailable
+            org = tenancy.organizations(claimed)
+            if match.kind == "unavailable" and self.matching:
+                self._count(org, "stk_push", outcome, 0.0, "KES")
+                self._unverified(org, money, STORE_UNAVAILABLE)
+                return "unchecked", 0.0
+            if delay is not None:
+                metrics.stk_callback_delay_seconds.labels(org).observe(delay)
+            self._count(org, "stk_push", outcome, money, "KES")
+            return "unchecked", money
+        if match.kind == "matched":
             metrics.stk_pending.labels(push.organization).dec()
+        else:
+            metrics.stk_callbacks_late_total.labels(push.organization).inc()
+        if claimed and claimed != push.organization:
+            # Credited to neither: the push's tenant did not get this callback, and the
+            # receiving tenant never pushed it.
+            self._event("callback_wrong_organization", claimed)
+            log.warning("STK callback for organization=%s arrived for organization=%s",
+                        push.organization, claimed)
+            self._unverified(claimed, money, WRONG_ORGANIZATION)
+            return "wrong_organization", 0.0
+        verified = money
+        if money and push.amount > 0 and money != push.amount:
+            self._event("callback_amount_mismatch", push.organization)
+            log.warning("STK callback amount %s differs from the pushed amount %s (organization=%s)",
+                        money, push.amount, push.organization)
+            verified = min(money, push.amount)
+            self._unverified(push.organization, money - verified, AMOUNT_MISMATCH)
         if delay is not None:
-            metrics.stk_callback_delay_seconds.labels(org).observe(delay)
-        self._count(org, "stk_push", outcome, amount, "KES")
-        self.expire()
-        return CallbackResult(checkout, outcome, code, amount, delay_seconds=delay)
+            metrics.stk_callback_delay_seconds.labels(push.organization).observe(delay)
+        self._count(push.organization, "stk_push", outcome, verified, "KES")
+        return match.kind, verified
 
     def expire(self, now: float | None = None) -> int:
-        """Count pushes pending past the callback timeout as missing (once each)."""
+        """Count pushes pending past the callback timeout as missing (once each), and
+        callbacks held past the grace period as unmatched. Returns the pushes expired."""
         now = time.time() if now is None else now
         try:
-            expired = self.store.expire(now - self.callback_timeout)
+            expired = self.store.expire(now - self.callback_timeout, now - self.grace)
         except Exception:
             log.exception("could not expire pending STK pushes")
             return 0
-        self._missing(expired)
-        return len(expired)
+        self._missing(expired.missing)
+        self._unmatched(expired.unmatched)
+        return len(expired.missing)
 
     @staticmethod
     def _missing(pushes: list[Push]) -> None:
         for push in pushes:
             metrics.stk_callbacks_missing_total.labels(push.organization).inc()
             metrics.stk_pending.labels(push.organization).dec()
+
+    def _unmatched(self, held: tuple[Held, ...] | list[Held]) -> None:
+        for callback in held:
+            org = tenancy.organizations(callback.organization or None)
+            self._event("callback_unmatched", callback.organization or None)
+            if callback.completion.outcome == daraja.SUCCESS:
+                self._unverified(org, callback.completion.amount, UNMATCHED)
+
+    def _event(self, event_type: str, organization: str | None) -> None:
+        if self._on_security_event is not None:
+            try:
+                self._on_security_event(event_type, CALLBACK_EVENTS[event_type], organization)
+            except Exception:
+                log.exception("security event could not be counted")
+
+    @staticmethod
+    def _unverified(org: str, amount: float, reason: str, currency: str = "KES") -> None:
+        if amount > 0:
+            metrics.revenue_unverified_total.labels(org, currency, reason).inc(amount)
 
     def pending_count(self) -> int:
         return self.store.pending_count()
@@ -172,11 +363,18 @@ class TransactionTracker:
         result_code: Any = None,
         amount: float = 0,
         currency: str = "KES",
+        checkout_request_id: str | None = None,
     ) -> str:
         """Count a transaction of any flow (c2b, b2c, reversal, ...); return its outcome.
 
         Give ``outcome`` directly or a Daraja ``result_code`` to classify. Revenue counts
         successful collections only (``stk_push``, ``c2b``), never ``b2c`` payouts.
+        ``amount`` must be finite, not negative and at most the per-transaction maximum.
+
+        An ``stk_push`` follows the callbacks' rule while matching is on: with its
+        ``checkout_request_id`` (an STK Query result, say) it resolves the push like a
+        callback would, once in all; without one it cannot be matched, so its money
+        counts as unverified (``reason="no_checkout_id"``).
         """
         if outcome is None:
             if result_code is None:
@@ -186,14 +384,24 @@ class TransactionTracker:
             raise ValueError(f"Unknown outcome {outcome!r}: use one of {', '.join(metrics.OUTCOMES)}.")
         if not isinstance(currency, str) or not currency.isalpha() or len(currency) != 3:
             raise ValueError(f"currency must be an ISO 4217 code such as 'KES', got {currency!r}.")
-        try:
-            amount = float(amount or 0)
-        except (TypeError, ValueError):
-            raise ValueError(f"amount must be a number, got {amount!r}.") from None
-        if amount < 0 or amount != amount:
-            raise ValueError(f"amount must not be negative, got {amount!r}.")
-        self._count(tenancy.organizations(organization), tenancy.transaction_types(type),
-                    outcome, amount, currency.upper())
+        checked = valid_amount(amount, self.max_amount) if amount else 0.0
+        if checked is None:
+            raise ValueError(f"amount must be a finite number between 0 and {self.max_amount:g}, got {amount!r}.")
+        org, type_ = tenancy.organizations(organization), tenancy.transaction_types(type)
+        if type_ == "stk_push" and self.matching:
+            if checkout_request_id is not None:
+                checkout = valid_id(checkout_request_id)
+                if checkout is None:
+                    raise ValueError("checkout_request_id must be a Daraja CheckoutRequestID (at most 64 characters).")
+                code = str(result_code).strip()[:32] if result_code is not None else outcome
+                self.resolve(checkout, Completion(outcome, code, checked if outcome == daraja.SUCCESS else 0.0),
+                             organization)
+                return outcome
+            self._count(org, type_, outcome, 0.0, currency.upper())
+            if outcome == daraja.SUCCESS:
+                self._unverified(org, checked, NO_CHECKOUT_ID, currency.upper())
+            return outcome
+        self._count(org, type_, outcome, checked, currency.upper())
         return outcome
 
     def _count(self, org: str, type_: str, outcome: str, amount: float, currency: str) -> None:

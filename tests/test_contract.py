@@ -42,6 +42,8 @@ CONTRACT = {
     "mpesa_system_memory_usage_ratio": ("gauge", set()),
     "mpesa_system_disk_usage_ratio": ("gauge", set()),
     "mpesa_mcp_build_info": ("gauge", {"version"}),
+    "mpesa_revenue_unverified_total": ("counter", {"organization", "currency", "reason"}),
+    "mpesa_stk_callbacks_late_total": ("counter", {"organization"}),
 }
 
 
@@ -90,6 +92,9 @@ def _exercise_every_entry_point():
         "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 10}]}}}}, "contract")
     monitor.record_stk_push("contract", "ws_CO_contract_lost", 10)
     monitor._state().transactions.expire(now=10**10)
+    monitor.record_stk_callback({"Body": {"stkCallback": {  # late: its push was counted missing
+        "CheckoutRequestID": "ws_CO_contract_lost", "ResultCode": 0,
+        "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 12}]}}}}, "contract")
     monitor.record_rate_limit_hit("contract", "per_minute")
     monitor.record_auth_attempt("contract", False, ip="127.0.0.77")
     monitor.verify_tenant_isolation("contract", "elsewhere")

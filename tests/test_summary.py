@@ -222,7 +222,8 @@ def test_summary_from_prometheus(prometheus_factory):
         assert body["total_organizations"] == 1
         assert 4 <= body["transactions_24h"] <= 6
         assert 300 <= body["revenue_24h"] <= 450
-        assert 65 <= body["success_rate_24h"] <= 85
+        # 3 of 4, each count extrapolated on its own (3 of 5 or 4 of 4 are possible too)
+        assert 50 <= body["success_rate_24h"] <= 100
         everyone = reader.test_client().get("/metrics/summary")
         assert everyone.status_code == 200 and everyone.json["transactions_24h"] >= 4
     finally:

@@ -47,6 +47,7 @@ def test_stk_push_then_successful_callback(monitor):
 def test_stk_callback_delay_from_initiated_at(monitor):
     bucket = Delta("mpesa_stk_callback_delay_seconds_bucket", organization="jambo", le="30.0")
     below = Delta("mpesa_stk_callback_delay_seconds_bucket", organization="jambo", le="20.0")
+    monitor.record_stk_push("jambo", "ws_CO_delay", 1)
     monitor.record_stk_callback(callback("ws_CO_delay", 0, amount=1), "jambo", initiated_at=time.time() - 25)
     assert bucket.change() == 1 and below.change() == 0
 
@@ -54,6 +55,7 @@ def test_stk_callback_delay_from_initiated_at(monitor):
 def test_duplicate_callback_counted_once(monitor):
     ok = Delta("mpesa_transactions_total", organization="acme", type="stk_push", outcome="success")
     revenue = Delta("mpesa_revenue_total", organization="acme", currency="KES")
+    monitor.record_stk_push("acme", "ws_CO_dup", 10)
     first = monitor.record_stk_callback(callback("ws_CO_dup", 0, amount=10), "acme")
     second = monitor.record_stk_callback(callback("ws_CO_dup", 0, amount=10), "acme")
     assert not first.duplicate and second.duplicate
@@ -65,6 +67,7 @@ def test_duplicate_callback_counted_once(monitor):
 def test_failed_callback_counts_outcome_and_no_revenue(monitor, code, outcome):
     count = Delta("mpesa_transactions_total", organization="duka", type="stk_push", outcome=outcome)
     revenue = Delta("mpesa_revenue_total", organization="duka", currency="KES")
+    monitor.record_stk_push("duka", f"ws_CO_{code}", 99)
     monitor.record_stk_callback(callback(f"ws_CO_{code}", code, amount=99), "duka")
     assert count.change() == 1 and revenue.change() == 0
 
@@ -117,7 +120,9 @@ def test_record_transaction_revenue_only_for_collections(monitor):
 @pytest.mark.parametrize(
     "kwargs, message",
     [({}, "outcome or a result_code"), ({"outcome": "great"}, "Unknown outcome"),
-     ({"outcome": "success", "amount": -5}, "negative"), ({"outcome": "success", "currency": "shillings"}, "ISO 4217")],
+     ({"outcome": "success", "amount": -5}, "between 0"),
+     ({"outcome": "success", "amount": float("inf")}, "finite"), ({"outcome": "success", "amount": 1e308}, "finite"),
+     ({"outcome": "success", "amount": float("nan")}, "finite"), ({"outcome": "success", "currency": "shillings"}, "ISO 4217")],
 )
 def test_record_transaction_bad_input(monitor, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -208,6 +213,9 @@ def test_store_failure_does_not_break_the_payment_flow(monitor):
 
     monitor._state().transactions.store = BrokenStore()
     ok = Delta("mpesa_transactions_total", organization="broken", type="stk_push", outcome="success")
+    kept = Delta("mpesa_revenue_unverified_total", organization="broken", currency="KES",
+                 reason="store_unavailable")
     monitor.record_stk_push("broken", "ws_CO_broken", 5)
     result = monitor.record_stk_callback(callback("ws_CO_broken", 0, amount=5), "broken")
     assert result.outcome == "success" and ok.change() == 1
+    assert kept.change() == 5  # not verifiable, but not lost either

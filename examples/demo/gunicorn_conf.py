@@ -7,8 +7,11 @@ Why each piece:
   multiprocess mode writes them to files in PROMETHEUS_MULTIPROC_DIR, and /metrics adds
   them up. The directory must start empty: files of a previous run would be counted
   again. ``on_starting`` (in the master, before any worker) removes the old ``*.db``
-  files and the extension's shared tables (``mpesa_monitor_*.sqlite``), and only those,
-  so a mistyped path never loses anything else.
+  files and the extension's other shared tables (``mpesa_monitor_*.sqlite``), and only
+  those, so a mistyped path never loses anything else. The pending STK table
+  (``mpesa_monitor_stk.sqlite``) is kept across a restart or upgrade, so callbacks of
+  pushes sent just before still match: only its rows older than a day are dropped
+  (``flask_mpesa_monitor.stk_store.prune_on_start``).
 - When a worker exits (restart, crash, max_requests), its "live" gauges (in-progress
   requests, health status) must stop counting: ``child_exit`` (in the master) calls
   ``mark_process_dead``. Counters and histograms of dead workers are kept, so totals
@@ -43,10 +46,14 @@ def on_starting(server: Any) -> None:
     directory = _multiproc_dir()
     if directory is None:
         return
+    from flask_mpesa_monitor import stk_store
+
     directory.mkdir(parents=True, exist_ok=True)
-    for pattern in ("*.db", "mpesa_monitor_*.sqlite*"):  # metric files; shared STK/summary tables
+    for pattern in ("*.db", "mpesa_monitor_*.sqlite*"):  # metric files; shared summary table
         for stale in directory.glob(pattern):
-            stale.unlink(missing_ok=True)
+            if not stale.name.startswith(stk_store.FILE_NAME):
+                stale.unlink(missing_ok=True)
+    stk_store.prune_on_start(directory)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -313,6 +313,8 @@ class LocalStack:
             "MPESA_MONITOR_DARAJA_BASE_URL": self.url("simulator"),
             "MPESA_MONITOR_HEALTH_INTERVAL": "1" if self.fast else "15",
             "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
+            # The simulator posts callbacks from loopback; production keeps Safaricom's list only.
+            "MPESA_MONITOR_CALLBACK_ALLOWED_IPS": "safaricom,127.0.0.0/8,::1",
             **self.app_env,
         }
         self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,

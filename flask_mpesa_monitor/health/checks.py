@@ -85,14 +85,30 @@ class MPesaAPICheck:
 
 
 class SystemCheck:
-    """Host CPU, memory and disk usage through psutil, exported as ratios 0..1."""
+    """Host CPU, memory and disk usage through psutil, exported as ratios 0..1.
 
-    def __init__(self, cpu_warning: float, memory_warning: float, disk_warning: float, disk_path: str) -> None:
+    Under gunicorn it also watches the file system of ``PROMETHEUS_MULTIPROC_DIR``
+    (usually a small tmpfs): prometheus_client grows its mmap'ed metric files there, and
+    when that file system is full the next write kills every worker with SIGBUS, over
+    and over. So the check is ``degraded`` when it is more than ``multiproc_warning``
+    used, or has less than :data:`MULTIPROC_MIN_FREE` bytes left: well before it is full.
+    """
+
+    #: Free bytes below which the multiprocess directory is degraded whatever its size
+    #: (a worker's metric file grows by doubling, from 1 MiB).
+    MULTIPROC_MIN_FREE = 32 << 20
+
+    def __init__(self, cpu_warning: float, memory_warning: float, disk_warning: float, disk_path: str,
+                 multiproc_warning: float = 0.5, multiproc_dir: str | None = None) -> None:
+        import os
+
         import psutil
 
         self._psutil = psutil
         self.thresholds = {"cpu": cpu_warning, "memory": memory_warning, "disk": disk_warning}
         self.disk_path = disk_path
+        self.multiproc_dir = multiproc_dir if multiproc_dir is not None else os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.multiproc_warning = multiproc_warning
         # The CPU figure is the busy share since the previous check, from our own last
         # sample: psutil.cpu_percent(interval=None) keeps its sample per thread (psutil
         # 5.9.6+), and the runner runs each check in a new thread, so it would read 0.0
@@ -124,12 +140,31 @@ class SystemCheck:
         for name, ratio in ratios.items():
             details[f"{name}_usage_ratio"] = round(ratio, 4)
             details[f"{name}_warning_ratio"] = self.thresholds[name]
-        error = None
+        errors = []
         if over:
-            error = "above warning threshold: " + ", ".join(
-                f"{name} {ratios[name]:.0%} > {self.thresholds[name]:.0%}" for name in over)
-        return Outcome(DEGRADED if over else HEALTHY, error, details,
+            errors.append("above warning threshold: " + ", ".join(
+                f"{name} {ratios[name]:.0%} > {self.thresholds[name]:.0%}" for name in over))
+        multiproc = self._multiproc(details)
+        if multiproc:
+            errors.append(multiproc)
+        return Outcome(DEGRADED if errors else HEALTHY, "; ".join(errors) or None, details,
                        (round(max(ratios.values()) * 100, 1), "percent"))
+
+    def _multiproc(self, details: dict[str, Any]) -> str | None:
+        if not self.multiproc_dir:
+            return None
+        try:
+            usage = self._psutil.disk_usage(self.multiproc_dir)
+        except OSError as exc:
+            return f"multiprocess directory unreadable: {describe_error(exc)}"
+        ratio = usage.percent / 100.0
+        details["multiproc_dir_free_bytes"] = usage.free
+        details["multiproc_dir_usage_ratio"] = round(ratio, 4)
+        details["multiproc_dir_warning_ratio"] = self.multiproc_warning
+        if ratio > self.multiproc_warning or usage.free < self.MULTIPROC_MIN_FREE:
+            return (f"multiprocess directory {ratio:.0%} used, {usage.free // (1 << 20)} MiB free "
+                    f"(warning above {self.multiproc_warning:.0%} or below {self.MULTIPROC_MIN_FREE >> 20} MiB)")
+        return None
 
 
 class SecurityCheck:
