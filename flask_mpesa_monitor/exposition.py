@@ -30,6 +30,7 @@ from typing import Any, Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.utils import floatToGoString
+from werkzeug.http import parse_accept_header
 
 from . import metrics
 from .redact import get_logger
@@ -96,6 +97,18 @@ class MetricsExporter:
             return self._renderer.render(), TEXT_CONTENT_TYPE
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+def gzip_accepted(accept_encoding: str | None) -> bool:
+    """True when an ``Accept-Encoding`` header gives gzip a quality above zero.
+
+    Parsed by werkzeug (Flask's own header parser), so ``gzip;q=0`` and ``*;q=0`` refuse
+    and a bare ``*`` allows. prometheus_client's ``gzip_accepted`` only looks for the
+    token and would compress for ``gzip;q=0``.
+    """
+    if not accept_encoding:
+        return False
+    return parse_accept_header(accept_encoding).quality("gzip") > 0
 
 
 def _accepts_text(accept: str | None) -> bool:
