@@ -29,6 +29,7 @@ from . import metrics, tenancy
 from ._version import __version__
 from .alerts import AlertLevel, AlertSender, SendResult
 from .config import DEFAULT_RUNBOOK_URL, MonitorConfig
+from .collectors import StkPendingCollector
 from .exposition import MetricsExporter
 from .health import (
     DatabaseCheck, HealthCheck, HealthReport, HealthRunner, MPesaAPICheck, SecurityCheck, SystemCheck,
@@ -79,6 +80,7 @@ class _State:
             on_invalid_callback=lambda org: self.security.record_security_event(
                 "invalid_callback", "medium", org or None),
         )
+        self.exporter.register(StkPendingCollector(self.transactions))
         self._health_token = config.health_token.encode() if config.health_token else None
         self.health = HealthRunner(config.health_interval, config.health_background)
         self.health.add_tick_hook(self.transactions.expire)

@@ -19,6 +19,9 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
 registry = REGISTRY
@@ -27,6 +30,40 @@ registry = REGISTRY
 # rule or dashboard reads them. Switched off for the process (prometheus_client has no
 # per-metric switch); documented in the README.
 disable_created_metrics()
+
+
+
+@dataclass(frozen=True)
+class ScrapeTimeGauge:
+    """A gauge of the catalogue whose value is read at scrape time, not kept in a process.
+
+    Name, help and labels only; a collector registered with the exporter (see
+    :mod:`flask_mpesa_monitor.collectors`) produces its samples from a source every
+    worker shares, so it stays exact when workers die (no per-worker increments to lose
+    or to leave behind). The ``_name``/``_type``/``_labelnames`` aliases let catalogue
+    readers treat it like prometheus_client's metrics.
+    """
+
+    name: str
+    documentation: str
+    labelnames: tuple[str, ...] = ()
+
+    @property
+    def _name(self) -> str:
+        return self.name
+
+    @property
+    def _type(self) -> str:
+        return "gauge"
+
+    @property
+    def _labelnames(self) -> tuple[str, ...]:
+        return self.labelnames
+
+    @property
+    def _documentation(self) -> str:
+        return self.documentation
+
 
 # Buckets. Few on purpose: scrape cost grows with buckets x series. The request and
 # Daraja buckets have boundaries at 1 s and 5 s because alerts ask for p95 above them.
@@ -121,11 +158,10 @@ stk_callback_delay_seconds = Histogram(
     ["organization"],
     buckets=CALLBACK_DELAY_BUCKETS,
 )
-stk_pending = Gauge(
+stk_pending = ScrapeTimeGauge(
     "mpesa_stk_pending",
-    "STK pushes waiting for their callback (per worker, summed).",
-    ["organization"],
-    multiprocess_mode="livesum",
+    "STK pushes waiting for their callback, read from the shared STK table at scrape time.",
+    ("organization",),
 )
 stk_callbacks_missing_total = Counter(
     "mpesa_stk_callbacks_missing_total",
@@ -247,3 +283,8 @@ CATALOGUE: dict[str, object] = {
         system_memory_usage_ratio, system_disk_usage_ratio, build_info,
     )
 }
+
+
+def client_metrics() -> list[Any]:
+    """The catalogue's prometheus_client metrics (kept per process), without scrape-time gauges."""
+    return [metric for metric in CATALOGUE.values() if not isinstance(metric, ScrapeTimeGauge)]

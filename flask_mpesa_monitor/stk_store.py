@@ -48,6 +48,9 @@ class PendingStore(Protocol):
 
     def pending_count(self) -> int: ...
 
+    def pending_by_organization(self) -> dict[str, int]:
+        """Pending pushes per organization (read only: the exporter's ``mpesa_stk_pending``)."""
+
 
 class MemoryPendingStore:
     """One process's table: ordered dicts, oldest first."""
@@ -92,6 +95,14 @@ class MemoryPendingStore:
 
     def pending_count(self) -> int:
         return len(self._pending)
+
+    def pending_by_organization(self) -> dict[str, int]:
+        with self._lock:
+            pushes = list(self._pending.values())
+        counts: dict[str, int] = {}
+        for push in pushes:
+            counts[push.organization] = counts.get(push.organization, 0) + 1
+        return counts
 
 
 _SCHEMA = """
@@ -192,6 +203,12 @@ class SQLitePendingStore:
     def pending_count(self) -> int:
         with self._lock:
             return self._connection().execute("SELECT count(*) FROM pending").fetchone()[0]
+
+    def pending_by_organization(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT organization, count(*) FROM pending GROUP BY organization").fetchall()
+        return {organization: count for organization, count in rows}
 
 
 def default_store(max_pending: int, path: str | None = None) -> PendingStore:

@@ -101,7 +101,6 @@ class TransactionTracker:
         except Exception:  # the shared table failing must not fail the payment request
             log.exception("could not remember the pending STK push")
             return
-        metrics.stk_pending.labels(org).inc()
         self._missing(evicted)  # the table is full: the oldest pushes will never be matched
         self.expire()
 
@@ -135,8 +134,6 @@ class TransactionTracker:
         delay = max(0.0, time.time() - started) if started is not None else None
         org = tenancy.organizations(organization if organization is not None else
                                     (push.organization if push else None))
-        if push is not None:
-            metrics.stk_pending.labels(push.organization).dec()
         if delay is not None:
             metrics.stk_callback_delay_seconds.labels(org).observe(delay)
         self._count(org, "stk_push", outcome, amount, "KES")
@@ -158,7 +155,6 @@ class TransactionTracker:
     def _missing(pushes: list[Push]) -> None:
         for push in pushes:
             metrics.stk_callbacks_missing_total.labels(push.organization).inc()
-            metrics.stk_pending.labels(push.organization).dec()
 
     def pending_count(self) -> int:
         return self.store.pending_count()

@@ -34,7 +34,8 @@ fi
 echo "== exposition comparison tests against prometheus_client $LOWEST_PROMETHEUS_CLIENT"
 PYTHONPATH="$PWD" "$lowest_venv/bin/python" -m pytest -q -p no:cacheprovider \
   tests/test_exposition_multiprocess.py tests/test_exposition_process.py \
-  tests/test_exposition_gzip.py tests/test_request_hooks_fast_path.py
+  tests/test_exposition_gzip.py tests/test_exposition_collectors.py \
+  tests/test_request_hooks_fast_path.py
 
 echo "== running the test suite"
 exec python3 -m pytest "$@"

@@ -90,6 +90,7 @@ def _exercise_every_entry_point():
         "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 10}]}}}}, "contract")
     monitor.record_stk_push("contract", "ws_CO_contract_lost", 10)
     monitor._state().transactions.expire(now=10**10)
+    monitor.record_stk_push("contract", "ws_CO_contract_waiting", 10)  # mpesa_stk_pending: 1
     monitor.record_rate_limit_hit("contract", "per_minute")
     monitor.record_auth_attempt("contract", False, ip="127.0.0.77")
     monitor.verify_tenant_isolation("contract", "elsewhere")
