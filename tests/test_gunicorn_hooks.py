@@ -1,0 +1,37 @@
+"""``flask_mpesa_monitor.gunicorn``: the hooks users import in one line, under a real gunicorn.
+
+Logging: gunicorn's default logging config lets its own loggers propagate to the root
+logger; once the root logger has a handler (the relay's config, any app that wants its
+own lines shown) every line came out twice. With the module's ``logconfig_dict`` each
+line is printed once.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from examples.demo.servers import free_port
+
+from test_sms_relay import GUNICORN_COMMAND, africastalking, run_relay, relay_env  # noqa: F401 (fixture)
+
+
+def test_star_import_gives_the_hooks_and_the_logging_config():
+    namespace: dict = {}
+    exec("from flask_mpesa_monitor.gunicorn import *", namespace)
+    assert {"on_starting", "child_exit", "logconfig_dict"} <= set(namespace)
+    loggers = namespace["logconfig_dict"]["loggers"]
+    assert not loggers["gunicorn.error"]["propagate"] and not loggers["gunicorn.access"]["propagate"]
+
+
+@pytest.mark.slow
+def test_relay_under_gunicorn_logs_each_line_once(tmp_path, africastalking):  # noqa: F811
+    port = free_port()
+    stderr = run_relay([sys.executable, "-m", *GUNICORN_COMMAND], relay_env(tmp_path, africastalking.url, port),
+                       port, africastalking)
+    texted = [line for line in stderr.splitlines() if "texted firing MPesaAPIFailures to +44********01" in line]
+    booting = [line for line in stderr.splitlines() if re.search(r"Booting worker with pid", line)]
+    assert len(texted) == 1, stderr  # the relay's own (root-handled) line
+    assert len(booting) == 1, stderr  # one of gunicorn's own lines, one worker
