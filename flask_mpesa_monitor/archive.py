@@ -50,9 +50,13 @@ _PARTIAL = ".partial"  # suffix of an archive being written: not *.db, so no rea
 CRASH_ENV = "MPESA_MONITOR_ARCHIVE_CRASH_AT"
 
 
+def _lock_fd(directory: str) -> int:
+    return os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+
+
 @contextlib.contextmanager
 def _locked(directory: str, mode: int) -> Iterator[None]:
-    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _lock_fd(directory)
     try:
         fcntl.flock(fd, mode)
         yield
@@ -62,12 +66,25 @@ def _locked(directory: str, mode: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def shared_lock(directory: str) -> Iterator[None]:
-    """Held by a scrape while it lists and reads the files; finishes a crashed merge first."""
+    """Held by a scrape while it lists and reads the files; finishes a crashed merge first.
+
+    A directory where the lock file cannot be created (read-only to this process) has no
+    merger either: the scrape then reads without the lock rather than failing.
+    """
     if os.path.exists(os.path.join(directory, JOURNAL_NAME)):
         with _locked(directory, fcntl.LOCK_EX):
             recover(directory)
-    with _locked(directory, fcntl.LOCK_SH):
+    try:
+        fd: int | None = _lock_fd(directory)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
         yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _fsync_dir(directory: str) -> None:
