@@ -1,7 +1,8 @@
 """The metric catalogue: every metric this package exports, in one place.
 
 Read it top to bottom: name, help, labels, buckets and, for gauges, how worker
-processes combine under gunicorn (``multiprocess_mode``). The names and label sets are
+processes combine under gunicorn (``multiprocess_mode``), or that the value is read at
+scrape time from a source the workers share (:class:`ScrapeTimeGauge`). The names and label sets are
 the contract with the alert rules and dashboards in ``deploy/`` (see DESIGN.md); change
 them only together.
 
@@ -30,7 +31,6 @@ registry = REGISTRY
 # rule or dashboard reads them. Switched off for the process (prometheus_client has no
 # per-metric switch); documented in the README.
 disable_created_metrics()
-
 
 
 @dataclass(frozen=True)
