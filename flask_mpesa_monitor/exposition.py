@@ -13,6 +13,15 @@ once, with its exposition line prefix rendered once, and a scrape reads only the
 scraper that accepts only OpenMetrics gets prometheus_client's encoder. Prometheus
 itself accepts both (``text/plain;version=0.0.4;q=0.5`` in its ``Accept``), and nothing
 here needs OpenMetrics (no exemplars; ``*_created`` are off).
+
+The renderer reads prometheus_client's file layout, which is not its public API: when
+the exporter is built, :func:`multiprocess_layout_supported` checks it against files
+written by the installed release, and if they differ every scrape goes through
+``MultiProcessCollector`` instead (slower, never wrong). Scrapes read the files under
+the shared lock of :mod:`flask_mpesa_monitor.archive`, which folds dead workers' files
+into one archive per kind. Values that per-worker files cannot keep exact (the pending
+STK pushes) come from collectors registered with :meth:`MetricsExporter.register`,
+written by every renderer.
 """
 
 from __future__ import annotations
