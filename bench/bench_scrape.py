@@ -1,7 +1,7 @@
 """3. Scrape cost against tenants: /metrics render time and size as organizations grow.
 
 For 10, 100, 500 and 2,000 organizations active on 10 endpoints plus the M-Pesa
-metrics (see :mod:`bench.population`: 39 series per organization), we render the
+metrics (see :mod:`bench.population`: 38 series per organization), we render the
 exposition two ways, each in fresh processes:
 
 - **single process**: one child populates, then renders its registry several times;
@@ -275,7 +275,7 @@ def run(orgs_list: tuple[int, ...] = (10, 100, 500, 2000), reps: int | None = No
         key="scrape",
         title="3. Scrape cost against tenants",
         method=(
-            "Organizations active on 10 endpoints plus the M-Pesa metrics (39 series each, "
+            "Organizations active on 10 endpoints plus the M-Pesa metrics (38 series each, "
             "`bench/population.py`), populated in fresh processes; render = building the exposition as "
             "`/metrics` does for a scrape with Prometheus 2.42's `Accept` header (it prefers OpenMetrics); "
             "ms = median of the renders after a process's first, which is shown apart. "
