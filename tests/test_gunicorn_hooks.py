@@ -35,3 +35,36 @@ def test_relay_under_gunicorn_logs_each_line_once(tmp_path, africastalking):  # 
     booting = [line for line in stderr.splitlines() if re.search(r"Booting worker with pid", line)]
     assert len(texted) == 1, stderr  # the relay's own (root-handled) line
     assert len(booting) == 1, stderr  # one of gunicorn's own lines, one worker
+
+
+def test_on_starting_removes_the_previous_run_files_only(tmp_path, monkeypatch):
+    from flask_mpesa_monitor import gunicorn as hooks
+
+    stale = ["counter_12.db", "histogram_archive-3.db", "gauge_livesum_12.db", "counter_archive-4.db.partial",
+             "mpesa_monitor_archive.lock", "mpesa_monitor_archive.journal", "mpesa_monitor_stk.sqlite",
+             "mpesa_monitor_stk.sqlite-wal"]
+    kept = ["notes.txt", "other.sqlite", "db"]
+    for name in stale + kept:
+        (tmp_path / name).write_text("x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    hooks.on_starting(None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_child_exit_archives_the_dead_worker_and_drops_its_live_gauges(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    from flask_mpesa_monitor import gunicorn as hooks
+    from test_exposition_merge import samples, workers
+
+    pid = workers(tmp_path, [1])[0]
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    before = {k: v for k, v in samples(generate_latest(registry)).items() if "mg_in_progress" not in k[0]}
+    hooks.child_exit(None, SimpleNamespace(pid=pid))
+    after = samples(generate_latest(registry))
+    assert after == before  # counters and histograms kept, the live gauge gone
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["counter_archive-1.db", "histogram_archive-1.db"]
