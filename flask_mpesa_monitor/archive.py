@@ -14,9 +14,10 @@ the catalogue is ``live*`` and goes with its worker (``mark_process_dead``).
 
 Safety:
 
-- An exclusive ``fcntl`` lock on ``mpesa_monitor_archive.lock`` is held while files move;
-  scrapes take it shared (:func:`shared_lock`), so a scrape sees the directory before a
-  merge or after it, never in between.
+- An exclusive ``fcntl`` lock on ``mpesa_monitor_archive.lock`` is held while files move
+  (renames and deletions only: the merge itself is written before, under names no reader
+  lists); scrapes take it shared (:func:`shared_lock`), so a scrape sees the directory
+  before a merge or after it, never in between.
 - Crash safety by a journal, written once the new archives are complete on disk (under
   names that are not ``*.db``) and before anything is removed. Without a journal a crash
   leaves the old files, which are still the truth: the half-written new archives are
@@ -153,27 +154,48 @@ def _write_archive(path: str, files: list[str]) -> None:
 
 
 def archive_dead_worker(directory: str, pid: int) -> list[str]:
-    """Fold worker ``pid``'s counter and histogram files into the archives; the files folded."""
+    """Fold worker ``pid``'s counter and histogram files into the archives; the files folded.
+
+    The new archives are written outside the lock (their inputs cannot change: the worker
+    is dead, and archives change only here, in the one gunicorn master of the directory),
+    so a scrape waits only for the renames, not for the merge itself.
+    """
     with _locked(directory, fcntl.LOCK_EX):
         recover(directory)
-        plan: dict[str, list[str]] = {"archives": [], "replaced": []}
-        for kind in KINDS:
-            source = os.path.join(directory, f"{kind}_{pid}.db")
-            if not os.path.exists(source):
-                continue
-            current = _current_archive(directory, kind)
-            inputs = [current, source] if current else [source]
-            generation = _generation(current) + 1 if current else 1
-            final = _ARCHIVE.format(kind=kind, generation=generation)
-            partial = os.path.join(directory, final + _PARTIAL)
+        currents = {kind: _current_archive(directory, kind) for kind in KINDS}
+    plan: dict[str, list[str]] = {"archives": [], "replaced": []}
+
+    def give_up() -> list[str]:
+        # Another merger changed the archives meanwhile (two masters on one directory):
+        # ours are stale; the dead worker's files stay, still counted, for the next merge.
+        for final in plan["archives"]:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+                os.unlink(os.path.join(directory, final + _PARTIAL))
+        return []
+
+    for kind in KINDS:
+        source = os.path.join(directory, f"{kind}_{pid}.db")
+        if not os.path.exists(source):
+            continue
+        current = currents[kind]
+        inputs = [current, source] if current else [source]
+        generation = _generation(current) + 1 if current else 1
+        final = _ARCHIVE.format(kind=kind, generation=generation)
+        partial = os.path.join(directory, final + _PARTIAL)
+        plan["archives"].append(final)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        try:
             _write_archive(partial, inputs)
-            plan["archives"].append(final)
-            plan["replaced"] += [os.path.basename(path) for path in inputs]
-        if not plan["archives"]:
-            return []
-        _crash_point("written")
+        except FileNotFoundError:  # an input replaced by another merger
+            return give_up()
+        plan["replaced"] += [os.path.basename(path) for path in inputs]
+    if not plan["archives"]:
+        return []
+    _crash_point("written")
+    with _locked(directory, fcntl.LOCK_EX):
+        if {kind: _current_archive(directory, kind) for kind in KINDS} != currents:
+            return give_up()
         journal = os.path.join(directory, JOURNAL_NAME)
         with open(journal + _PARTIAL, "w", encoding="utf-8") as handle:
             json.dump(plan, handle)
@@ -186,4 +208,4 @@ def archive_dead_worker(directory: str, pid: int) -> list[str]:
             os.replace(os.path.join(directory, final + _PARTIAL), os.path.join(directory, final))
         _crash_point("renamed")
         recover(directory)  # deletes the replaced files, then the journal
-        return [name for name in plan["replaced"] if "_archive-" not in name]
+    return [name for name in plan["replaced"] if "_archive-" not in name]

@@ -128,3 +128,27 @@ def test_a_merger_killed_before_the_journal_recovered_by_the_next_merge(tmp_path
     archive.archive_dead_worker(str(tmp_path), pids[1])  # recovers, then merges
     assert reference(tmp_path) == expected
     assert db_files(tmp_path) == ["counter_archive-2.db", "histogram_archive-2.db"]
+
+
+def test_a_merge_overtaken_by_another_one_gives_up_and_loses_nothing(tmp_path, monkeypatch):
+    """Two mergers on one directory (two masters: a misconfiguration): the one whose inputs
+    changed while it wrote does not commit; the dead worker's files stay, still counted."""
+    pids = workers(tmp_path, range(3))
+    kill_dead(tmp_path, pids)
+    archive.archive_dead_worker(str(tmp_path), pids[0])
+    expected = reference(tmp_path)
+    write, raced = archive._write_archive, []
+
+    def overtaken(path, files):
+        write(path, files)
+        if not raced:
+            raced.append(path)
+            archive.archive_dead_worker(str(tmp_path), pids[2])  # the other merger, in between
+
+    monkeypatch.setattr(archive, "_write_archive", overtaken)
+    assert archive.archive_dead_worker(str(tmp_path), pids[1]) == []
+    assert reference(tmp_path) == expected
+    assert (tmp_path / f"counter_{pids[1]}.db").exists() and not (tmp_path / f"counter_{pids[2]}.db").exists()
+    monkeypatch.setattr(archive, "_write_archive", write)
+    assert archive.archive_dead_worker(str(tmp_path), pids[1])
+    assert reference(tmp_path) == expected and len(db_files(tmp_path)) == 2
