@@ -101,3 +101,21 @@ def test_a_failing_collector_never_fails_the_scrape():
     exporter.register(Broken())
     body, _ = exporter.render(None)
     assert b"mpesa_mcp_build_info" in body
+
+
+def test_an_app_registers_its_own_scrape_time_collector():
+    from prometheus_client.core import GaugeMetricFamily
+
+    class QueueDepth:  # e.g. read from the app's own shared queue at each scrape
+        def collect(self):
+            yield GaugeMetricFamily("app_queue_depth", "Jobs waiting.", value=7)
+
+    app = Flask(__name__)
+    monitor = MPesaMonitor(app)
+    monitor.register_collector(QueueDepth())
+    client = app.test_client()
+    for accept in ("text/plain", OPENMETRICS):
+        body = client.get("/metrics", headers={"Accept": accept}).data
+        values = [s.value for family in text_string_to_metric_families(body.decode().replace("# EOF\n", ""))
+                  for s in family.samples if s.name == "app_queue_depth"]
+        assert values == [7.0]
