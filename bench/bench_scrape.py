@@ -175,7 +175,7 @@ def _populate_dir(impl: str, orgs: int, workers: int, directory: Path) -> tuple[
     return time.monotonic() - started, lock_errors
 
 
-def run_churn(orgs: int = 100, dead: int = 100, workers: int = WORKERS, reps: int = 4) -> Result:
+def run_churn(orgs: int = 100, dead: int = 100, workers: int = WORKERS, reps: int = 10) -> Result:
     """Scrape time with ``dead`` dead workers' files, piled up and archived, against none.
 
     ``workers`` processes populate the directory (the live workers); the dead ones are
