@@ -1,7 +1,7 @@
 """6. Memory: process RSS with 0, 500 and 2,000 organizations' worth of series.
 
 Each point is a fresh process that imports what it needs, builds the app, makes the
-series of N organizations (:mod:`bench.population`: 39 series each, through our
+series of N organizations (:mod:`bench.population`: 38 series each, through our
 extension, or with plain prometheus_client and its defaults), collects garbage and
 reads its RSS. "0" is the same process with the app built and no organization yet, so
 the difference is what the series cost. Past the guard's bound (500) ours folds new

@@ -1,7 +1,7 @@
 """3. Scrape cost against tenants: /metrics render time and size as organizations grow.
 
 For 10, 100, 500 and 2,000 organizations active on 10 endpoints plus the M-Pesa
-metrics (see :mod:`bench.population`: 39 series per organization), we render the
+metrics (see :mod:`bench.population`: 38 series per organization), we render the
 exposition two ways, each in fresh processes:
 
 - **single process**: one child populates, then renders its registry several times;
@@ -22,7 +22,9 @@ Targets: 500 organizations render in < 0.5 s single process and < 2 s
 multiprocess; the guard keeps 2,000 at the cost of the bound. The guard's bound is per
 process: with 4 workers the union of what they admitted can reach 4 x 500.
 
-Run alone: ``python -m bench.bench_scrape [--orgs 10,100,500,2000]``.
+Run alone: ``python -m bench.bench_scrape [--orgs 10,100,500,2000]``; with ``--dead N`` it
+measures instead the scrape with N dead gunicorn workers' files, piled up and archived,
+against none (:func:`run_churn`).
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def child_render(impl: str, reps: int) -> dict[str, Any]:
     files = list(Path(directory).glob("*.db"))
     times, body, content_type = _time_renders(impl, directory, reps)
     return _report(times, body, content_type,
-                   {"files": len(files), "file_bytes": sum(f.stat().st_size for f in files)})
+                   {"files": len(files), "file_bytes": sum(f.stat().st_size for f in files),
+                    "counter_histogram_files": sum(f.name.startswith(("counter_", "histogram_")) for f in files)})
 
 
 # --------------------------------------------------------------------------- parent
@@ -136,35 +139,98 @@ def measure_multi(impl: str, orgs: int, reps: int, workers: int = WORKERS) -> di
     directory = parent / "prom"
     directory.mkdir()
     try:
-        env = child_environ(_child_env(directory))
-        started = time.monotonic()
-        procs = [
-            subprocess.Popen([sys.executable, "-m", MODULE, "--child", "populate", impl, str(orgs), str(w)],
-                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, stdin=subprocess.DEVNULL)
-            for w in range(workers)
-        ]
-        errors = []
-        lock_errors = 0
-        for proc in procs:
-            try:
-                out, err = proc.communicate(timeout=600)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
-            if proc.returncode != 0:
-                errors.append(err[-3000:])
-            else:
-                lock_errors += json.loads(out.strip().splitlines()[-1]).get("lock_errors", 0)
-        if errors:
-            raise RuntimeError(f"populating {impl} with {orgs} organizations failed:\n{errors[0]}")
-        populate_s = time.monotonic() - started
+        populate_s, lock_errors = _populate_dir(impl, orgs, workers, directory)
         result = run_child(MODULE, ["render", impl, "0", str(reps)], env=_child_env(directory))
         result["populate_wall_s"] = populate_s
         result["lock_errors"] = lock_errors
         return result
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def _populate_dir(impl: str, orgs: int, workers: int, directory: Path) -> tuple[float, int]:
+    """``workers`` processes populate ``directory`` at once; (wall seconds, lock errors)."""
+    env = child_environ(_child_env(directory))
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", MODULE, "--child", "populate", impl, str(orgs), str(w)],
+                         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, stdin=subprocess.DEVNULL)
+        for w in range(workers)
+    ]
+    errors = []
+    lock_errors = 0
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode != 0:
+            errors.append(err[-3000:])
+        else:
+            lock_errors += json.loads(out.strip().splitlines()[-1]).get("lock_errors", 0)
+    if errors:
+        raise RuntimeError(f"populating {impl} with {orgs} organizations failed:\n{errors[0]}")
+    return time.monotonic() - started, lock_errors
+
+
+def run_churn(orgs: int = 100, dead: int = 100, workers: int = WORKERS, reps: int = 10) -> Result:
+    """Scrape time with ``dead`` dead workers' files, piled up and archived, against none.
+
+    ``workers`` processes populate the directory (the live workers); the dead ones are
+    copies of their counter and histogram files under pids no process has (a worker
+    recycled by ``max_requests`` that served the same tenants leaves such files). Each
+    state is rendered by a fresh process, as ``/metrics`` does; the archive step is what
+    gunicorn's ``child_exit`` runs (:func:`flask_mpesa_monitor.archive.archive_dead_worker`).
+    """
+    from flask_mpesa_monitor.archive import archive_dead_worker
+
+    started = time.monotonic()
+    parent = Path(tempfile.mkdtemp(prefix="bench-scrape-churn-"))
+    directory = parent / "prom"
+    directory.mkdir()
+    try:
+        _populate_dir("ours", orgs, workers, directory)
+        render = ["render", "ours", "0", str(reps)]
+        states = {"no dead workers": run_child(MODULE, render, env=_child_env(directory))}
+        sources = {kind: sorted(directory.glob(f"{kind}_*.db")) for kind in ("counter", "histogram")}
+        fake_pids = [4_000_000_000 + i for i in range(dead)]  # above any pid_max: never a live process
+        for i, pid in enumerate(fake_pids):
+            for kind, files in sources.items():
+                shutil.copyfile(files[i % len(files)], directory / f"{kind}_{pid}.db")
+        states[f"{dead} dead workers, files piled up"] = run_child(MODULE, render, env=_child_env(directory))
+        merge_times = []
+        for pid in fake_pids:
+            began = time.perf_counter()
+            archive_dead_worker(str(directory), pid)
+            merge_times.append(time.perf_counter() - began)
+        states[f"{dead} dead workers, archived"] = run_child(MODULE, render, env=_child_env(directory))
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+    base = states["no dead workers"]["render_s"]
+    rows = [[state, f"{point['counter_histogram_files']:,} / {point['files']:,}", fmt(point["first_s"] * 1000, 0), fmt(point["render_s"] * 1000, 0),
+             fmt(ratio(point["render_s"], base), 2), f"{point['lines']:,}"] for state, point in states.items()]
+    archived = states[f"{dead} dead workers, archived"]["render_s"]
+    result = Result(
+        key="scrape_churn",
+        title="3b. Scrape cost as workers come and go",
+        method=(f"{workers} processes populate one `PROMETHEUS_MULTIPROC_DIR` with {orgs} organizations "
+                f"(the live workers); {dead} dead workers are copies of their counter and histogram files "
+                "under unused pids; each state rendered by a fresh process as `/metrics` does (ms: median of "
+                "the renders after the first, shown apart). Archived: each dead worker folded in by "
+                "`archive_dead_worker`, what gunicorn's `child_exit` runs."),
+        header=["state", "counter+histogram / all *.db files", "first scrape ms", "scrape ms", "× no dead workers", "lines"],
+        rows=rows,
+        data={"states": states, "merge_s": merge_times, "orgs": orgs, "dead": dead},
+    )
+    result.notes.append(
+        f"One archive step (one dead worker folded into the archives) took {fmt(statistics.median(merge_times) * 1000, 0)} ms "
+        f"(median; max {fmt(max(merge_times) * 1000, 0)} ms), in the gunicorn master before it forks the replacement.")
+    result.targets.append(Target(f"scrape with {dead} dead workers archived, against none", "within 1.2×",
+                                 f"{fmt(ratio(archived, base), 2)}×", bool(archived <= 1.2 * base)))
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _reps(orgs: int, multiprocess: bool, impl: str) -> int:
@@ -209,7 +275,7 @@ def run(orgs_list: tuple[int, ...] = (10, 100, 500, 2000), reps: int | None = No
         key="scrape",
         title="3. Scrape cost against tenants",
         method=(
-            "Organizations active on 10 endpoints plus the M-Pesa metrics (39 series each, "
+            "Organizations active on 10 endpoints plus the M-Pesa metrics (38 series each, "
             "`bench/population.py`), populated in fresh processes; render = building the exposition as "
             "`/metrics` does for a scrape with Prometheus 2.42's `Accept` header (it prefers OpenMetrics); "
             "ms = median of the renders after a process's first, which is shown apart. "
@@ -298,8 +364,14 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orgs", default="10,100,500,2000")
+    parser.add_argument("--dead", type=int, default=0,
+                        help="instead: scrape time with this many dead workers (first --orgs value)")
     args = parser.parse_args()
-    print(run(tuple(int(x) for x in args.orgs.split(","))).markdown())
+    orgs = tuple(int(x) for x in args.orgs.split(","))
+    if args.dead:
+        print(run_churn(orgs[0], args.dead).markdown())
+        return
+    print(run(orgs).markdown())
 
 
 if __name__ == "__main__":

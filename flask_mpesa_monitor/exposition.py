@@ -13,6 +13,15 @@ once, with its exposition line prefix rendered once, and a scrape reads only the
 scraper that accepts only OpenMetrics gets prometheus_client's encoder. Prometheus
 itself accepts both (``text/plain;version=0.0.4;q=0.5`` in its ``Accept``), and nothing
 here needs OpenMetrics (no exemplars; ``*_created`` are off).
+
+The renderer reads prometheus_client's file layout, which is not its public API: when
+the exporter is built, :func:`multiprocess_layout_supported` checks it against files
+written by the installed release, and if they differ every scrape goes through
+``MultiProcessCollector`` instead (slower, never wrong). Scrapes read the files under
+the shared lock of :mod:`flask_mpesa_monitor.archive`, which folds dead workers' files
+into one archive per kind. Values that per-worker files cannot keep exact (the pending
+STK pushes) come from collectors registered with :meth:`MetricsExporter.register`,
+written by every renderer.
 """
 
 from __future__ import annotations
@@ -22,14 +31,16 @@ import json
 import mmap
 import os
 import struct
+import tempfile
 import threading
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.utils import floatToGoString
+from werkzeug.http import parse_accept_header
 
-from . import metrics
+from . import archive, metrics
 from .redact import get_logger
 
 log = get_logger(__name__)
@@ -46,15 +57,36 @@ class MetricsExporter:
             "prometheus_multiproc_dir"
         )
         self._renderer: MultiProcessRenderer | ProcessRenderer | None = None
+        self._collectors: list[Any] = []
         if self.multiprocess_dir:
-            from prometheus_client import multiprocess
+            from prometheus_client.multiprocess import MultiProcessCollector
 
             self.registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.registry, path=self.multiprocess_dir)
-            self._renderer = MultiProcessRenderer(self.multiprocess_dir)
+            self.registry.register(_LockedCollector(MultiProcessCollector(None, path=self.multiprocess_dir),
+                                                    self.multiprocess_dir))
+            if multiprocess_layout_supported():
+                self._renderer = MultiProcessRenderer(self.multiprocess_dir)
+            else:
+                log.warning("prometheus_client's multiprocess file layout is not the one expected: "
+                            "rendering with its MultiProcessCollector")
         else:
             self.registry = metrics.registry
-            self._renderer = ProcessRenderer(self.registry, list(metrics.CATALOGUE.values()))
+            self._renderer = ProcessRenderer(self.registry, metrics.client_metrics())
+
+    @property
+    def fallback(self) -> bool:
+        """True when every scrape goes through prometheus_client's own collectors."""
+        return self._renderer is None
+
+    def register(self, collector: Any) -> None:
+        """Add a collector (an object with ``collect()``, as prometheus_client's) to every scrape.
+
+        For values read at scrape time from a source of truth shared by the workers (the
+        STK table), which per-worker metric files cannot keep exact. Its families are
+        written after the catalogue's, in the text format and in OpenMetrics, by every
+        renderer. A collector that raises is logged and skipped: the scrape still answers.
+        """
+        self._collectors.append(collector)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when ``accept`` asks).
@@ -62,11 +94,73 @@ class MetricsExporter:
         The text format through :class:`MultiProcessRenderer` (gunicorn workers) or
         :class:`ProcessRenderer` whenever the scraper accepts it (Prometheus does),
         OpenMetrics through prometheus_client only for a scraper that accepts nothing else.
+        Registered collectors run first, so what they count (expired pushes) is in the
+        same scrape.
         """
+        extra = _Families(self._collected())
         if self._renderer is not None and _accepts_text(accept):
-            return self._renderer.render(), TEXT_CONTENT_TYPE
+            try:
+                body = self._renderer.render()
+            except _LayoutError:
+                log.exception("unexpected multiprocess file content: rendering with MultiProcessCollector")
+                self._renderer = None
+            else:
+                return body + generate_latest(extra) if extra.families else body, TEXT_CONTENT_TYPE
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        return encoder(_Joined(self.registry, extra)), content_type
+
+    def _collected(self) -> list[Any]:
+        families: list[Any] = []
+        for collector in self._collectors:
+            try:
+                families.extend(collector.collect())
+            except Exception:  # a collector's source failing must not fail the scrape
+                log.exception("collector %r failed", collector)
+        return families
+
+
+class _Families:
+    """Already collected families, as something ``generate_latest`` reads."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Any]:
+        return iter(self.families)
+
+
+class _Joined:
+    """A registry followed by more families (for prometheus_client's encoders)."""
+
+    def __init__(self, registry: CollectorRegistry, extra: _Families) -> None:
+        self.registry, self.extra = registry, extra
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()
+        yield from self.extra.collect()
+
+
+class _LockedCollector:
+    """prometheus_client's ``MultiProcessCollector`` reading under the archive's shared lock."""
+
+    def __init__(self, collector: Any, directory: str) -> None:
+        self.collector, self.directory = collector, directory
+
+    def collect(self) -> Iterator[Any]:
+        with archive.shared_lock(self.directory):
+            return iter(list(self.collector.collect()))
+
+
+def gzip_accepted(accept_encoding: str | None) -> bool:
+    """True when an ``Accept-Encoding`` header gives gzip a quality above zero.
+
+    Parsed by werkzeug (Flask's own header parser), so ``gzip;q=0`` and ``*;q=0`` refuse
+    and a bare ``*`` allows. prometheus_client's ``gzip_accepted`` only looks for the
+    token and would compress for ``gzip;q=0``.
+    """
+    if not accept_encoding:
+        return False
+    return parse_accept_header(accept_encoding).quality("gzip") > 0
 
 
 def _accepts_text(accept: str | None) -> bool:
@@ -90,6 +184,8 @@ def _accepts_text(accept: str | None) -> bool:
 
 # --------------------------------------------------------------------------- multiprocess
 
+#: Bytes after each key in prometheus_client's files: the value and a timestamp (0.18+).
+_ENTRY_VALUE_BYTES = 16
 _INT = struct.Struct("i").unpack_from
 _DOUBLE = struct.Struct("d").unpack_from
 _TWO_DOUBLES = struct.Struct("dd").unpack_from
@@ -108,6 +204,47 @@ def _labels_text(labels: list[tuple[str, str]]) -> str:
     if not labels:
         return ""
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels)) + "}"
+
+
+class _LayoutError(Exception):
+    """A multiprocess file that does not read as the layout this renderer knows."""
+
+
+def multiprocess_layout_supported() -> bool:
+    """Whether :class:`MultiProcessRenderer` reads the installed prometheus_client's files.
+
+    A probe: a few values written by prometheus_client's own ``MmapedDict`` in a
+    temporary directory, read back by the renderer and by ``MultiProcessCollector``; any
+    difference (a release that changed the layout) or error means no.
+    """
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples(body: bytes) -> set[tuple[Any, ...]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+
+    try:
+        from prometheus_client.mmap_dict import MmapedDict
+
+        with tempfile.TemporaryDirectory(prefix="mpesa-monitor-probe-") as directory:
+            for kind, entries in (("counter", [("probe_a_total", {"x": "1"}, 2.5),
+                                               ("probe_a_total", {"x": "é"}, 7.0)]),
+                                  ("histogram", [("probe_h_bucket", {"le": "1.0"}, 3.0),
+                                                 ("probe_h_bucket", {"le": "+Inf"}, 1.0),
+                                                 ("probe_h_sum", {}, 4.25)])):
+                family = entries[0][0].split("_bucket")[0].removesuffix("_total")
+                store = MmapedDict(os.path.join(directory, f"{kind}_1.db"))
+                for name, labels, value in entries:
+                    store.write_value(json.dumps([family, name, labels, "p"], sort_keys=True), value, 0.0)
+                store.close()
+            reference = CollectorRegistry()
+            MultiProcessCollector(reference, path=directory)
+            ours = samples(MultiProcessRenderer(directory)._render())
+            return bool(ours) and ours == samples(generate_latest(reference))
+    except Exception:
+        log.debug("multiprocess layout probe failed", exc_info=True)
+        return False
 
 
 class _Family:
@@ -170,7 +307,12 @@ class MultiProcessRenderer:
         key = self._keys.get(text)
         if key is not None:
             return key
-        family_name, name, labels, help_text = json.loads(text)
+        try:
+            family_name, name, labels, help_text = json.loads(text)
+            if not isinstance(labels, dict):
+                raise TypeError(labels)
+        except (ValueError, TypeError) as exc:
+            raise _LayoutError(f"unexpected key {text[:80]!r}") from exc
         family = self._families.get(family_name)
         if family is None:
             family = self._families[family_name] = _Family(family_name, type_, help_text)
@@ -219,18 +361,21 @@ class MultiProcessRenderer:
             if length + pos > used:
                 raise RuntimeError(f"Read beyond file size detected, {path} is corrupted.")
             pos += 4
-            text = data[pos:pos + length].decode("utf-8")
+            try:
+                text = data[pos:pos + length].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _LayoutError(f"{path}: a key that is not UTF-8") from exc
             pos += length + (8 - (length + 4) % 8)
             cached.keys.append(self._key(text, type_))
             cached.positions.append(pos)
-            pos += 16
+            pos += _ENTRY_VALUE_BYTES
         cached.used = used
         return cached, data, used
 
     # --- scrape -------------------------------------------------------------------
     def render(self) -> bytes:
         """The text exposition of every worker's metrics, right now."""
-        with self._lock:
+        with self._lock, archive.shared_lock(self.path):
             return self._render()
 
     def _render(self) -> bytes:
@@ -352,8 +497,14 @@ class ProcessRenderer:
     children (label values -> value objects), and a series' rendered name and labels are
     kept between scrapes, so a scrape costs one value read and one join per line. Other
     collectors of the registry (process, platform, the app's own metrics) go through
-    prometheus_client as usual. Should a prometheus_client release rename the internals
-    read here, the renderer falls back to ``generate_latest`` for everything.
+    prometheus_client as usual.
+
+    This reads prometheus_client internals (a metric's children and value objects, the
+    registry's collectors) on purpose: its only public way to them, ``collect()``, builds a
+    sample object per line and made this render 4 to 5 times slower at 500 organizations
+    (measured here), which is the scrape budget. Should a release rename them (the
+    comparison tests run against the lowest and the newest supported release), the
+    renderer notices at the first scrape and falls back to ``generate_latest`` for everything.
     """
 
     def __init__(self, registry: CollectorRegistry, ours: list[Any]) -> None:

@@ -222,6 +222,20 @@ class MPesaMonitor:
         """
         self._state().set_database(source, timeout)
 
+    def register_collector(self, collector: Any) -> None:
+        """Add a collector (an object with ``collect()`` yielding prometheus_client metric
+        families) to this app's ``/metrics``, for values read at scrape time from a source
+        every worker shares (the extension's own ``mpesa_stk_pending`` is one); written by
+        every renderer, text and OpenMetrics, one process or gunicorn workers."""
+        self._state().exporter.register(collector)
+
+    def register_collector(self, collector: Any) -> None:
+        """Add a collector (an object with ``collect()`` yielding prometheus_client metric
+        families) to this app's ``/metrics``, for values read at scrape time from a source
+        every worker shares (the extension's own ``mpesa_stk_pending`` is one); written by
+        every renderer, text and OpenMetrics, one process or gunicorn workers."""
+        self._state().exporter.register(collector)
+
     def encryption_self_test(self, func: F) -> F:
         """Register the app's encryption self-test: False or an exception makes the
         ``security`` check unhealthy. Usable as a decorator."""

@@ -1,7 +1,8 @@
 """The metric catalogue: every metric this package exports, in one place.
 
 Read it top to bottom: name, help, labels, buckets and, for gauges, how worker
-processes combine under gunicorn (``multiprocess_mode``). The names and label sets are
+processes combine under gunicorn (``multiprocess_mode``), or that the value is read at
+scrape time from a source the workers share (:class:`ScrapeTimeGauge`). The names and label sets are
 the contract with the alert rules and dashboards in ``deploy/`` (see docs/DESIGN.md); change
 them only together.
 
@@ -19,6 +20,9 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
 registry = REGISTRY
@@ -27,6 +31,39 @@ registry = REGISTRY
 # rule or dashboard reads them. Switched off for the process (prometheus_client has no
 # per-metric switch); documented in the README.
 disable_created_metrics()
+
+
+@dataclass(frozen=True)
+class ScrapeTimeGauge:
+    """A gauge of the catalogue whose value is read at scrape time, not kept in a process.
+
+    Name, help and labels only; a collector registered with the exporter (see
+    :mod:`flask_mpesa_monitor.collectors`) produces its samples from a source every
+    worker shares, so it stays exact when workers die (no per-worker increments to lose
+    or to leave behind). The ``_name``/``_type``/``_labelnames`` aliases let catalogue
+    readers treat it like prometheus_client's metrics.
+    """
+
+    name: str
+    documentation: str
+    labelnames: tuple[str, ...] = ()
+
+    @property
+    def _name(self) -> str:
+        return self.name
+
+    @property
+    def _type(self) -> str:
+        return "gauge"
+
+    @property
+    def _labelnames(self) -> tuple[str, ...]:
+        return self.labelnames
+
+    @property
+    def _documentation(self) -> str:
+        return self.documentation
+
 
 # Buckets. Few on purpose: scrape cost grows with buckets x series. The request and
 # Daraja buckets have boundaries at 1 s and 5 s because alerts ask for p95 above them.
@@ -121,11 +158,10 @@ stk_callback_delay_seconds = Histogram(
     ["organization"],
     buckets=CALLBACK_DELAY_BUCKETS,
 )
-stk_pending = Gauge(
+stk_pending = ScrapeTimeGauge(
     "mpesa_stk_pending",
-    "STK pushes waiting for their callback (per worker, summed).",
-    ["organization"],
-    multiprocess_mode="livesum",
+    "STK pushes waiting for their callback, read from the shared STK table at scrape time.",
+    ("organization",),
 )
 stk_callbacks_missing_total = Counter(
     "mpesa_stk_callbacks_missing_total",
@@ -264,3 +300,7 @@ stk_callbacks_late_total = Counter(
 )
 CATALOGUE.update({"mpesa_revenue_unverified_total": revenue_unverified_total,
                   "mpesa_stk_callbacks_late_total": stk_callbacks_late_total})
+
+def client_metrics() -> list[Any]:
+    """The catalogue's prometheus_client metrics (kept per process), without scrape-time gauges."""
+    return [metric for metric in CATALOGUE.values() if not isinstance(metric, ScrapeTimeGauge)]

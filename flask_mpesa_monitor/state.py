@@ -22,6 +22,7 @@ from flask import Flask, current_app, has_app_context
 
 from .alerts import AlertSender
 from .auth import Credentials
+from .collectors import StkPendingCollector
 from .config import MonitorConfig
 from .exposition import MetricsExporter
 from .health import DatabaseCheck, HealthCheck, HealthRunner, MPesaAPICheck, SecurityCheck, SystemCheck
@@ -96,6 +97,7 @@ class MonitorState:
             max_body_bytes=config.max_callback_bytes,
             on_security_event=self.security.record_security_event,
         )
+        self.exporter.register(StkPendingCollector(self.transactions))
 
         # health checks
         self.health.add_tick_hook(self.transactions.expire)

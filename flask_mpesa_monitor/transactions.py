@@ -202,7 +202,6 @@ class TransactionTracker:
         except Exception:  # the shared table failing must not fail the payment request
             log.exception("could not remember the pending STK push")
             return
-        metrics.stk_pending.labels(org).inc()
         if added.held is not None:  # its callback came first, and was held
             push = Push(org, added.held.arrived, pushed or 0.0)
             self._resolved(Match("matched", push), added.held.completion, added.held.organization or None, 0.0)
@@ -289,9 +288,7 @@ class TransactionTracker:
                 metrics.stk_callback_delay_seconds.labels(org).observe(delay)
             self._count(org, "stk_push", outcome, money, "KES")
             return "unchecked", money
-        if match.kind == "matched":
-            metrics.stk_pending.labels(push.organization).dec()
-        else:
+        if match.kind != "matched":
             metrics.stk_callbacks_late_total.labels(push.organization).inc()
         if claimed and claimed != push.organization:
             # Credited to neither: the push's tenant did not get this callback, and the
@@ -330,7 +327,6 @@ class TransactionTracker:
     def _missing(pushes: list[Push]) -> None:
         for push in pushes:
             metrics.stk_callbacks_missing_total.labels(push.organization).inc()
-            metrics.stk_pending.labels(push.organization).dec()
 
     def _unmatched(self, held: tuple[Held, ...] | list[Held]) -> None:
         for callback in held:

@@ -21,5 +21,23 @@ fi
 echo "== installing flask-mpesa-monitor with its test extra"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e "Running pip as the 'root' user" -e "is ignored: it is neither" || true
 
+# The lowest prometheus_client release setup.cfg allows: the renderers and the request
+# fast path read its file layout and value objects, so their comparison tests also run
+# against it, in a venv that takes everything else from this Python (a few seconds).
+LOWEST_PROMETHEUS_CLIENT=0.18.0
+lowest_venv=.cache/prometheus-client-$LOWEST_PROMETHEUS_CLIENT
+if [ ! -x "$lowest_venv/bin/python" ]; then
+  echo "== preparing $lowest_venv"
+  python3 -m venv --system-site-packages "$lowest_venv"
+  "$lowest_venv/bin/python" -m pip install -q --disable-pip-version-check \
+    "prometheus-client==$LOWEST_PROMETHEUS_CLIENT" 2>&1 | grep -v -e "Running pip as the 'root' user" -e "is ignored: it is neither" || true
+fi
+echo "== exposition comparison tests against prometheus_client $LOWEST_PROMETHEUS_CLIENT"
+PYTHONPATH="$PWD" "$lowest_venv/bin/python" -m pytest -q -p no:cacheprovider \
+  tests/test_exposition_multiprocess.py tests/test_exposition_process.py \
+  tests/test_exposition_gzip.py tests/test_exposition_collectors.py \
+  tests/test_exposition_merge.py::test_archiving_dead_workers_keeps_every_sample \
+  tests/test_request_hooks_fast_path.py
+
 echo "== running the test suite"
 exec python3 -m pytest "$@"

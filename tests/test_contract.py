@@ -95,6 +95,7 @@ def _exercise_every_entry_point():
     monitor.record_stk_callback({"Body": {"stkCallback": {  # late: its push was counted missing
         "CheckoutRequestID": "ws_CO_contract_lost", "ResultCode": 0,
         "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 12}]}}}}, "contract")
+    monitor.record_stk_push("contract", "ws_CO_contract_waiting", 10)  # mpesa_stk_pending: 1
     monitor.record_rate_limit_hit("contract", "per_minute")
     monitor.record_auth_attempt("contract", False, ip="127.0.0.77")
     monitor.verify_tenant_isolation("contract", "elsewhere")

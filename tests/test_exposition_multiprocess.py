@@ -82,3 +82,24 @@ def test_multiprocess_exporter_answers_text_unless_only_openmetrics_accepted(tmp
         assert _samples(body) == _reference(tmp_path)
     body, content_type = exporter.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+
+
+def test_unexpected_file_layout_falls_back_to_prometheus_client(tmp_path, monkeypatch):
+    """A renderer that expects another entry size than the files have (as a prometheus_client
+    release changing its layout would cause) is detected by the probe, and every scrape then
+    goes through MultiProcessCollector: same samples, text and OpenMetrics."""
+    from flask_mpesa_monitor import exposition
+
+    _workers(tmp_path, [0, 1])
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert exposition.multiprocess_layout_supported()
+    assert not MetricsExporter().fallback
+    monkeypatch.setattr(exposition, "_ENTRY_VALUE_BYTES", 8)  # the layout of prometheus_client 0.17
+    assert not exposition.multiprocess_layout_supported()
+    exporter = MetricsExporter()
+    assert exporter.fallback
+    body, content_type = exporter.render(None)
+    assert content_type.startswith("text/plain")
+    assert _samples(body) == _reference(tmp_path)
+    body, content_type = exporter.render("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text") and b"eq_requests_total" in body

@@ -41,3 +41,18 @@ def test_metrics_endpoint_uses_text_format_for_prometheus_accept_header():
     assert response.content_type == TEXT_CONTENT_TYPE
     assert "process_cpu_seconds_total" in response.text or "python_info" in response.text
     assert samples(response.text)
+
+
+def test_process_renderer_falls_back_when_internals_are_not_there():
+    """A metric object without the internals the renderer reads (as after a prometheus_client
+    release that renamed them): every scrape then is prometheus_client's own rendering."""
+    registry = CollectorRegistry()
+    counter = Counter("t_fallback", "h", ["org"], registry=registry)
+    counter.labels("acme").inc(2)
+
+    class Renamed:  # a metric whose children and values live elsewhere
+        _type, _name, _documentation, _labelnames = "counter", "t_renamed", "h", ("org",)
+
+    renderer = ProcessRenderer(registry, [counter, Renamed()])
+    for _ in range(2):
+        assert renderer.render() == generate_latest(registry)

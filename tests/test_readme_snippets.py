@@ -112,8 +112,15 @@ def check_security(module: ModuleType) -> None:
                  organization="sec-acme") == events + 1
 
 
+def check_gunicorn_config(module: ModuleType) -> None:
+    from flask_mpesa_monitor import gunicorn
+
+    assert module.on_starting is gunicorn.on_starting and module.child_exit is gunicorn.child_exit
+    assert module.logconfig_dict["loggers"]["gunicorn.error"]["propagate"] is False
+
+
 CHECKS: list[Callable[[ModuleType], None]] = [
-    check_quick_start, check_resolver, check_decorators, check_callbacks, check_security]
+    check_quick_start, check_resolver, check_decorators, check_callbacks, check_security, check_gunicorn_config]
 
 
 def test_every_python_block_of_the_readme_has_a_check():

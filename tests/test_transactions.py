@@ -2,6 +2,7 @@ import time
 
 import pytest
 from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
 
 from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
 
@@ -21,6 +22,16 @@ def callback(checkout, code, amount=None, receipt="NLJ7RT61SV", phone=2547083741
     return {"Body": {"stkCallback": stk}}
 
 
+def scraped_pending(monitor, organization):
+    """``mpesa_stk_pending`` as a scrape of this app's ``/metrics`` shows it (read at scrape time)."""
+    body, _ = monitor._state().exporter.render(None)
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "mpesa_stk_pending" and sample.labels == {"organization": organization}:
+                return sample.value
+    return 0.0
+
+
 @pytest.fixture
 def monitor():
     app = Flask(__name__)
@@ -34,14 +45,14 @@ def test_stk_push_then_successful_callback(monitor):
     ok = Delta("mpesa_transactions_total", organization="acme", type="stk_push", outcome="success")
     revenue = Delta("mpesa_revenue_total", organization="acme", currency="KES")
     delays = Delta("mpesa_stk_callback_delay_seconds_count", organization="acme")
-    pending = value("mpesa_stk_pending", organization="acme")
+    pending = scraped_pending(monitor, "acme")
     monitor.record_stk_push("acme", "ws_CO_1", 150)
-    assert value("mpesa_stk_pending", organization="acme") == pending + 1
+    assert scraped_pending(monitor, "acme") == pending + 1
     result = monitor.record_stk_callback(callback("ws_CO_1", 0, amount=150.0), "acme")
     assert result.outcome == "success" and result.amount == 150.0 and not result.duplicate
     assert result.delay_seconds is not None and result.delay_seconds >= 0
     assert pushes.change() == 1 and ok.change() == 1 and revenue.change() == 150.0 and delays.change() == 1
-    assert value("mpesa_stk_pending", organization="acme") == pending
+    assert scraped_pending(monitor, "acme") == pending
 
 
 def test_stk_callback_delay_from_initiated_at(monitor):
