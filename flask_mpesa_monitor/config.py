@@ -126,13 +126,33 @@ def _basic_auth(key: str, value: Any) -> str | None:
     return value
 
 
+def _organizations(key: str, value: Any) -> tuple[str, ...] | Callable[[], Any]:
+    if callable(value):
+        return value  # called at init_app; what it returns is checked then
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    from .tenancy import organizations
+
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError(f"{key} must be a list, a comma-separated string or a callable, got {value!r}.")
+    for item in value:
+        if not organizations.is_valid(item):
+            raise ValueError(f"{key}: {item!r} is not a valid organization label value "
+                             "(letters, digits, '_', '.', '-', at most 64, no phone number).")
+    return tuple(value)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("EXCLUDED_PATHS", DEFAULT_EXCLUDED_PATHS, _paths,
             "Paths not counted in request metrics (list or comma-separated)."),
     Setting("ORGANIZATION_HEADER", "X-Organization-ID", _header,
             "Header naming the organization when no resolver or view argument does."),
     Setting("MAX_ORGANIZATIONS", 500, _positive_int,
-            "Distinct organization label values per process; later ones become `other`."),
+            "Distinct organization label values per host (shared by its workers); later ones become `other`."),
+    Setting("KNOWN_ORGANIZATIONS", (), _organizations,
+            "Organizations admitted up front, even past the bound (list, comma-separated, or a callable returning one)."),
     Setting("METRICS_TOKEN", None, _optional_str,
             "Bearer token required on /metrics and /metrics/summary when set."),
     Setting("METRICS_BASIC_AUTH", None, _basic_auth,

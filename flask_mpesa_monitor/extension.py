@@ -37,6 +37,7 @@ from .redact import get_logger
 from .request_hooks import RequestMetrics
 from .security import SecurityTracker
 from .summary import PrometheusSummary, SummaryWindow, default_store_path
+from .tenant_store import default_admission_store
 from .transactions import CallbackResult, TransactionTracker
 
 EXTENSION_KEY = "mpesa_monitor"
@@ -202,7 +203,8 @@ class MPesaMonitor:
                 "MPesaMonitor once and call init_app once per app (in the app factory)."
             )
         config = MonitorConfig.from_mapping(app.config)
-        tenancy.organizations.set_limit(config.max_organizations)
+        tenancy.organizations.configure(config.max_organizations, default_admission_store(),
+                                        config.known_organizations)
         metrics.build_info.labels(__version__).set(1)
         state = _State(self, app, config)
         app.extensions[EXTENSION_KEY] = state
