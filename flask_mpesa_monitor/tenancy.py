@@ -110,15 +110,20 @@ class BoundedLabel:
             if value in self._admitted:  # another spelling of an admitted value (IPs)
                 self._admitted[raw] = value
                 return value
-            if not self._room(value):
+            room = self._room(value)
+            if room is None:  # the shared store failed: `other` this time, ask again next time
+                self._overflow.inc()
+                return OTHER
+            if not room:
                 return self._refuse(raw, OTHER)
             self._admitted[value] = value
             self._admitted[raw] = value
             self._count += 1
             return value
 
-    def _room(self, value: str) -> bool:
-        """May ``value`` be admitted? Called with the lock held."""
+    def _room(self, value: str) -> bool | None:
+        """May ``value`` be admitted? None when the shared store cannot say. Called with
+        the lock held."""
         store = self._store
         if store is None:
             return self._count < self.limit
@@ -133,9 +138,9 @@ class BoundedLabel:
                 self._admitted.setdefault(known, known)
             self._store_full = True
         except Exception:
-            log.warning("the shared %s store failed; %r counted as %s", self.label, OTHER, OTHER,
+            log.warning("the shared %s store failed; the value is counted as %s for now", self.label, OTHER,
                         exc_info=True)
-            return False
+            return None
         return value in self._admitted
 
     def _refuse(self, raw: str, replacement: str) -> str:
@@ -164,7 +169,10 @@ class BoundedLabel:
             else:
                 log.warning("known %s %r is not a valid label value; ignored", self.label, value)
         if store is not None and accepted:
-            store.admit_many(accepted)
+            try:
+                store.admit_many(accepted)
+            except Exception:  # admitted locally below; the store learns them on first use
+                log.warning("could not admit the known %ss in the shared store", self.label, exc_info=True)
         with self._lock:
             for value in accepted:
                 if value not in self._admitted:

@@ -178,3 +178,14 @@ def test_shared_store_bounds_the_whole_host(tmp_path):
     restarted.configure(3, SQLiteAdmissionStore(path))
     assert [restarted(v) for v in ("e", "b")] == ["other", "b"]
     assert sorted(restarted.known()) == ["a", "b", "c"]
+
+
+def test_a_failing_shared_store_gives_other_for_now_and_never_raises(tmp_path):
+    from flask_mpesa_monitor.tenant_store import SQLiteAdmissionStore
+
+    guard = tenancy.BoundedLabel("organization_broken_store", 3)
+    guard.configure(3, SQLiteAdmissionStore(str(tmp_path / "missing" / "orgs.sqlite")), known=["acme"])
+    assert guard("acme") == "acme"  # known: admitted locally even when the store is down
+    assert guard("newco") == "other"
+    (tmp_path / "missing").mkdir()
+    assert guard("newco") == "newco"  # not remembered as `other`: the store answers now
