@@ -39,6 +39,8 @@ REQUIRED_SECRETS=(
   prometheus_password mpesa_metrics_token grafana_admin_password slack_api_url
   smtp_password sms_provider_secret postgres_exporter_password
 )
+# Secret files the script creates itself when missing (random tokens between containers).
+GENERATED_SECRETS=(sms_relay_token)
 
 usage() {
   cat <<EOF
@@ -301,7 +303,12 @@ render_files() {
   chmod 0700 "$SECRETS_DIR"
   chmod 0755 "$RENDER_DIR"
   local name
-  for name in "${REQUIRED_SECRETS[@]}"; do chmod 0644 "$(secret_path "$name")"; done
+  # Alertmanager -> SMS relay bearer token: generated once, kept (only these two read it).
+  if [ ! -s "$(secret_path sms_relay_token)" ]; then
+    python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$(secret_path sms_relay_token)"
+    say "   generated $(secret_path sms_relay_token)"
+  fi
+  for name in "${REQUIRED_SECRETS[@]}" "${GENERATED_SECRETS[@]}"; do chmod 0644 "$(secret_path "$name")"; done
 
   python3 deploy/render.py render --out "$RENDER_DIR" \
     --targets "$(setting MPESA_APP_TARGETS)" \
@@ -323,6 +330,7 @@ render_files() {
     cp deploy/alertmanager/templates/*.tmpl "$work/templates/"
     printf 'https://hooks.slack.invalid/placeholder\n' >"$work/secrets/slack_api_url"
     printf 'placeholder\n' >"$work/secrets/smtp_password"
+    printf 'placeholder\n' >"$work/secrets/sms_relay_token"
     sed "s#/etc/alertmanager/#$work/#g" "$RENDER_DIR/alertmanager.yml" >"$work/alertmanager.yml"
     if ! HOME="$work" amtool check-config "$work/alertmanager.yml" >/dev/null; then
       rm -rf "$work"

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 from . import metrics, tenancy
 from .config import DEFAULT_RUNBOOK_URL
 from .health.background import Ticker, after_fork_in_child, at_exit
+from .phones import phone_spans
 from .redact import get_logger, mask_phones, redact
 
 log = get_logger(__name__)
@@ -59,17 +60,29 @@ class AlertLevel(str, enum.Enum):
     INFO = "info"
 
 
-def alert_name(title: str) -> str:
+def alert_name(title: Any) -> str:
     """CamelCase of a title: ``"Cross-tenant access attempt"`` -> ``CrossTenantAccessAttempt``.
 
-    A name that is already CamelCase is kept as it is.
+    A name that is already CamelCase is kept as it is. An alert name is a label that the
+    SMS relay texts and every receiver logs, so it never carries the digits of a phone
+    number: numbers in any shape are dropped (``"Refund to +254 722 000 111"`` ->
+    ``RefundTo``), and so is any run of 9 or more digits.
     """
-    # Runs of 9+ digits could be phone numbers (even inside a word): never in a label.
-    words = re.findall(r"[A-Za-z0-9]+", re.sub(r"\d{9,}", " ", title))
+    text = str(title)
+    spans = phone_spans(text)
+    for start, end in reversed(spans):
+        text = text[:start] + " " + text[end:]
+    words = re.findall(r"[A-Za-z0-9]+", re.sub(r"\d{9,}", " ", text))
     name = "".join(word[0].upper() + word[1:] for word in words)
+    name = re.sub(r"\d{9,}", "", name)  # digits that only touch once words are glued
     if not name or name[0].isdigit():
         name = "App" + name
-    return name
+    return name[:200]
+
+
+def _annotation_name(key: Any) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", mask_phones(str(key)))[:100]
+    return name if name and not name[0].isdigit() else "_" + name
 
 
 def _iso(timestamp: float) -> str:
@@ -182,9 +195,12 @@ class AlertSender:
             "runbook_url": f"{self.runbook_url}#{name.lower()}",
         }
         if details:
-            notes["details"] = json.dumps(redact(dict(details)), sort_keys=True, default=str)
+            details = dict(details) if isinstance(details, Mapping) else {"details": details}
+            notes["details"] = mask_phones(json.dumps(redact(details), sort_keys=True, default=str))
         for key, value in (annotations or {}).items():
-            notes[key] = mask_phones(str(value))
+            # Annotation names are label names for Alertmanager: one invalid name and it
+            # refuses the whole batch.
+            notes[_annotation_name(key)] = mask_phones(str(value))
         if self.dashboard_url:
             if dashboard is None:
                 dashboard = "mpesa-organization" if "organization" in labels else "mpesa-overview"
@@ -198,8 +214,24 @@ class AlertSender:
 
     # --- sending ------------------------------------------------------------------
     def send(self, level: AlertLevel | str, title: str, message: str, **kwargs: Any) -> SendResult:
-        """Queue an alert for Alertmanager; never blocks on the network, never raises
-        for delivery problems (a bad ``level`` is a programming error: ValueError)."""
+        """Queue an alert for Alertmanager; never blocks on the network and never raises.
+
+        An alert that cannot be built (an unknown ``level``, arguments that cannot be
+        turned into text) is logged at ERROR and counted as
+        ``mpesa_alerts_sent_total{severity="unknown", result="dropped"}``.
+        """
+        try:
+            return self._send(level, title, message, **kwargs)
+        except Exception:
+            try:
+                metrics.alerts_sent_total.labels("unknown", "dropped").inc()
+                log.error("app-side alert could not be built or queued (level %s); dropped",
+                          mask_phones(repr(level))[:40], exc_info=True)
+            except Exception:  # even logging failed: still never raise into the app
+                pass
+            return SendResult("dropped")
+
+    def _send(self, level: AlertLevel | str, title: str, message: str, **kwargs: Any) -> SendResult:
         alert = self.build(level, title, message, **kwargs)
         labels = alert["labels"]
         severity = labels["severity"]

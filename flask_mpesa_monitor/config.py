@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from . import tenancy
 from .redact import mask_phones
 from .security import MAX_FAILURES_PER_IP, SAFARICOM_CALLBACK_IPS
 
@@ -180,6 +181,24 @@ def _header(value: Any) -> str:
     return value
 
 
+def _organizations(value: Any) -> tuple[str, ...] | Callable[[], Any]:
+    """Organization label values (list or comma-separated), or a callable returning them
+    (called at ``init_app``; what it returns is checked then)."""
+    if callable(value):
+        return value  # type: ignore[no-any-return]  # any callable: checked when called
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError("must be a list, a comma-separated string or a callable")
+    for item in value:
+        if not tenancy.organizations.is_valid(item):
+            raise ValueError(f"has {item!r}, which is not a valid organization label value "
+                             "(letters, digits, '_', '.', '-', at most 64, no phone number)")
+    return tuple(value)
+
+
 def _secret(value: Any) -> str | None:
     """A credential sent in a header: surrounding whitespace stripped, none inside."""
     value = _optional_str(value)
@@ -275,7 +294,11 @@ class MonitorConfig:
     organization_header: str = setting(
         "X-Organization-ID", _header, "Header naming the organization when no resolver or view argument does.")
     max_organizations: int = setting(
-        500, _count(1, 10000), "Distinct organization label values per process; later ones become `other`.")
+        500, _count(1, 10000),
+        "Distinct organization label values per host (shared by its workers); later ones become `other`.")
+    known_organizations: tuple[str, ...] | Callable[[], Any] = setting(
+        (), _organizations,
+        "Organizations admitted up front, even past the bound (list, comma-separated, or a callable returning one).")
     metrics_token: str | None = setting(
         None, _secret, "Bearer token required on /metrics and /metrics/summary when set.", show=_shown_secret)
     metrics_token_file: str | None = setting(

@@ -35,6 +35,7 @@ from .health import HealthCheck, HealthReport
 from .redact import get_logger
 from .state import EXTENSION_KEY, MonitorState
 from .summary import AccessRule
+from .tenant_store import default_admission_store
 from .transactions import CallbackResult
 from .views import bp
 
@@ -71,8 +72,10 @@ class MPesaMonitor:
                 "MPesaMonitor once and call init_app once per app (in the app factory)."
             )
         config = MonitorConfig.from_mapping(app.config)
-        # The label guards are process-wide, as the metric registry is.
-        tenancy.organizations.set_limit(config.max_organizations)
+        # The label guards are process-wide, as the metric registry is; the organization
+        # set is shared by the workers of a host (beside the multiprocess files).
+        tenancy.organizations.configure(config.max_organizations, default_admission_store(),
+                                        config.known_organizations)
         tenancy.ips.set_limit(config.max_suspicious_ips)
         metrics.build_info.labels(__version__).set(1)
         state = MonitorState(self, config, self._resolve_organization, self._record_user)

@@ -120,7 +120,7 @@ class SecurityTracker:
         """Count a login; remember failures per IP to spot brute force."""
         org = tenancy.organizations(organization)
         metrics.auth_attempts_total.labels(org, "success" if success else "failure").inc()
-        if success or not ip:
+        if success or not ip or not isinstance(ip, str):
             return
         now = time.time()
         with self._lock:

@@ -139,6 +139,9 @@ def render_config(tmp: Path, *, slack_url: str, smtp: str, relay_url: str, watch
             target = {SMS_RELAY_URL: relay_url, WATCHDOG_URL: watchdog_url}[webhook["url"]]
             replaced.add(webhook["url"])
             webhook["url"] = target
+            if "http_config" in webhook:  # the relay's bearer token, from a file
+                (secrets / "sms_relay_token").write_text("relay-token\n")
+                webhook["http_config"]["authorization"]["credentials_file"] = str(secrets / "sms_relay_token")
     assert replaced == {SMS_RELAY_URL, WATCHDOG_URL}
 
     def shorten(route: dict) -> None:
@@ -256,7 +259,8 @@ def delivery_stack(tmp_path, alertmanager_factory, http_recorder, smtp_without_a
         ]}}), method="POST")
     watchdog = http_recorder()
     relay = RelayServer(RelaySettings(provider="africastalking", recipients=ONCALL, base_url=provider.url,
-                                      at_username="sandbox", at_api_key="placeholder"))
+                                      at_username="sandbox", at_api_key="placeholder",
+                                      auth_token="relay-token"))  # as render_config's token file
     try:
         config = render_config(tmp_path, slack_url=slack.url + "/services/T0/B0/PLACEHOLDER",
                                smtp=f"{smtp_without_auth.host}:{smtp_without_auth.port}", relay_url=relay.url + "/alerts",

@@ -171,8 +171,28 @@ def test_alert_without_url_is_logged_at_error_and_counted(caplog):
     [record] = [r for r in caplog.records if "PayoutFailed" in r.getMessage()]
     assert record.levelno == logging.ERROR
     assert "duka" in record.getMessage() and PHONE not in record.getMessage()
-    with pytest.raises(ValueError):
-        monitor.send_alert("urgent", "Bad level", "x")
+
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    (("urgent", "Bad level", "x"), {}),
+    (("high", ["a", "title"], {"a": "message"}), {"details": ["not", "a", "mapping"]}),
+    (("high", "Odd organization", "x"), {"organization": ["acme"], "details": {"k": object()}}),
+    ((None, None, None), {}),
+])
+def test_send_alert_never_raises(args, kwargs):
+    """A bad level or odd arguments cost the alert at most (logged, counted), never the caller."""
+    app, monitor = make_app()
+    result = monitor.send_alert(*args, **kwargs)
+    assert result in (True, False)
+
+
+def test_send_alert_with_a_bad_level_is_dropped_and_counted(caplog):
+    app, monitor = make_app()
+    dropped = Delta("mpesa_alerts_sent_total", severity="unknown", result="dropped")
+    with caplog.at_level(logging.ERROR, logger="flask_mpesa_monitor.alerts"):
+        assert monitor.send_alert("urgent", "Bad level", "x") is False
+    assert dropped.change() == 1
 
 
 def test_alert_sent_to_every_url_of_an_ha_pair(http_recorder, sender_cleanup):

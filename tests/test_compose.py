@@ -321,7 +321,8 @@ def test_deploy_refuses_listing_every_missing_item(tmp_path: Path) -> None:
     documented = re.findall(r"^# .*Required\.\n(?:#.*\n)*([A-Z_]+)=", EXAMPLE_ENV.read_text(),
                             re.M)
     assert set(documented) <= set(required), "a setting marked Required is not checked"
-    compose_secrets = set(merged(BASE)["secrets"]) - {"prometheus_web_config"}
+    generated = re.search(r"GENERATED_SECRETS=\(([^)]*)\)", script).group(1).split()
+    compose_secrets = set(merged(BASE)["secrets"]) - {"prometheus_web_config"} - set(generated)
     assert compose_secrets == set(secrets)
     for name in required:
         assert f"missing setting {name}" in result.stderr, name
@@ -380,6 +381,9 @@ def test_deploy_render_writes_configs_that_real_servers_accept(
     assert "pager@example.org" in am and "https://switch.example.org/ping/abc" in am
     assert "deadmans-switch.invalid" not in am
     assert oct((repo / "deploy/secrets").stat().st_mode & 0o777) == "0o700"
+    # The Alertmanager -> SMS relay token is generated once and kept.
+    token = (repo / "deploy/secrets/sms_relay_token").read_text()
+    assert len(token.strip()) >= 32 and "credentials_file: /etc/alertmanager/secrets/sms_relay_token" in am
 
     checked = subprocess.run(["promtool", "check", "web-config",
                               str(rendered / "prometheus-web.yml")],
@@ -403,6 +407,7 @@ def test_deploy_render_writes_configs_that_real_servers_accept(
     before = (rendered / "prometheus-web.yml").read_text()
     assert run_script(repo, "--render", "--env-file", str(env)).returncode == 0
     assert (rendered / "prometheus-web.yml").read_text() == before
+    assert (repo / "deploy/secrets/sms_relay_token").read_text() == token
 
 
 @pytest.fixture

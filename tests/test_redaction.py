@@ -73,3 +73,41 @@ def test_phone_numbers_through_every_entry_point_never_reach_metrics_or_logs(cap
     assert not DIGITS.search(exposition), DIGITS.search(exposition)
     assert not DIGITS.search(logs), DIGITS.search(logs)
     assert 'organization="unknown"' in exposition
+
+
+@pytest.mark.parametrize("dsn, secret", [
+    ("redis://:s3cret-pw@127.0.0.1:6379/0", "s3cret-pw"),
+    ("postgresql://app:p@ss@word@127.0.0.1:5432/db", "ss@word"),
+    ("postgresql://app:hunter2@127.0.0.1/db?sslmode=require", "hunter2"),
+    ("host=127.0.0.1 dbname=app user=app password=hunter2 connect_timeout=2", "hunter2"),
+    ("host=127.0.0.1 password='two words' user=app", "two words"),
+    ("postgresql://app@127.0.0.1/db?password=hunter2&sslmode=disable", "hunter2"),
+    ("Server=db;User Id=app;Pwd=hunter2;", "hunter2"),
+])
+def test_dsn_passwords_are_masked_in_every_common_shape(dsn, secret):
+    from flask_mpesa_monitor.health.database import describe_error
+
+    for text in (mask_phones(f"cannot reach {dsn} now"), describe_error(RuntimeError(f"failed: {dsn}")),
+                 repr(redact({"error": dsn, "dsn": dsn, "url": dsn}))):
+        assert secret not in text, text
+
+
+def test_dsn_in_health_details_is_masked(tmp_path):
+    app = Flask(__name__)
+    app.config["MPESA_MONITOR_HEALTH_BACKGROUND"] = False
+    app.config["MPESA_MONITOR_HEALTH_TOKEN"] = "t"
+    monitor = MPesaMonitor(app)
+
+    @monitor.health_check("cache")
+    def cache():
+        return {"status": "degraded", "target": "redis://:s3cret-pw@127.0.0.1:1/0",
+                "libpq": "host=127.0.0.1 password=hunter2"}
+
+    @monitor.health_check("queue")
+    def queue():
+        raise ConnectionError("amqp://guest:p@ss@127.0.0.1:1/ refused")
+
+    body = app.test_client().get("/health/detailed", headers={"Authorization": "Bearer t"}).get_data(as_text=True)
+    assert "cache" in body and "queue" in body
+    for secret in ("s3cret-pw", "hunter2", "ss@127"):
+        assert secret not in body, body

@@ -222,7 +222,7 @@ def test_sms_relay_africastalking_sends_one_request_per_firing_alert(africastalk
 
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "sent": 4, "failed": 0, "deduplicated": 0,
-                                   "skipped_resolved": 0}
+                                   "skipped_resolved": 0, "summarized": 0}
     assert len(africastalking.requests) == 2
     first = africastalking.requests[0]
     assert first.path == "/version1/messaging"
@@ -310,7 +310,7 @@ def test_sms_relay_africastalking_recipient_failure_is_502_and_retry_reaches_onl
     first = client.post("/alerts", json=body)
     assert first.status_code == 502
     assert first.get_json() == {"status": "error", "sent": 1, "failed": 1, "deduplicated": 0,
-                                "skipped_resolved": 0}
+                                "skipped_resolved": 0, "summarized": 0}
 
     africastalking.fail = set()
     retry = client.post("/alerts", json=body)  # what Alertmanager does after a 5xx

@@ -181,6 +181,7 @@ def render_alertmanager(ports: dict[str, int], fast: bool) -> dict[str, Any]:
                 webhook["url"] = f"{inbox}/watchdog"
             else:
                 webhook["url"] = f"http://127.0.0.1:{ports['relay']}/alerts"
+                webhook.pop("http_config", None)  # the local relay takes no token
     return config
 
 

@@ -14,7 +14,9 @@ A psycopg2 connection of our own is opened with ``connect_timeout`` and
 ``statement_timeout`` so the check thread ends on its own even when the server accepts
 the connection and never answers; the runner abandons it at the check's timeout anyway.
 Error messages keep their first line only and pass through :func:`redact.mask_phones`,
-which hides a password inside a URL: no DSN or password reaches the output.
+which hides a password in every common DSN shape (a URL, also with an empty user as in
+``redis://:pw@host`` or an ``@`` inside the password, and libpq ``password=...``) and any
+phone number: no DSN password or number reaches the output.
 """
 
 from __future__ import annotations

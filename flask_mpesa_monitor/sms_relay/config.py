@@ -17,6 +17,9 @@ secret.
 | SMS_RELAY_TWILIO_TOKEN_FILE | (Twilio: required) | file holding the Twilio auth token |
 | SMS_RELAY_DEDUP_SECONDS | 300 | an alert (fingerprint + status) is texted to a number once per window; 0: off |
 | SMS_RELAY_SEND_RESOLVED | false | also text resolutions |
+| SMS_RELAY_MAX_TEXTS_PER_NOTIFICATION | 5 | texts per notification and number; the rest of its alerts become one summary text |
+| SMS_RELAY_AUTH_TOKEN_FILE | unset | file holding a bearer token that ``POST /alerts`` then requires |
+| SMS_RELAY_BASIC_AUTH_FILE | unset | file holding ``user:password`` that ``POST /alerts`` then accepts (basic auth) |
 | SMS_RELAY_TIMEOUT_SECONDS | 10 | per request to the provider |
 | SMS_RELAY_HOST, SMS_RELAY_PORT | 0.0.0.0, 9099 | where the relay listens |
 | SMS_RELAY_THREADS | 4 | gunicorn threads (gunicorn_conf.py; one worker) |
@@ -72,6 +75,9 @@ class RelaySettings:
     timeout_seconds: float = 10.0
     host: str = "0.0.0.0"
     port: int = 9099
+    max_texts_per_notification: int = 5
+    auth_token: str = field(default="", repr=False)
+    basic_auth: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -126,6 +132,12 @@ class RelaySettings:
             raise ConfigError("SMS_RELAY_DEDUP_SECONDS must be 0 (off) or more.")
         if self.timeout_seconds <= 0:
             raise ConfigError("SMS_RELAY_TIMEOUT_SECONDS must be more than 0.")
+        if not 1 <= self.max_texts_per_notification <= 100:
+            raise ConfigError("SMS_RELAY_MAX_TEXTS_PER_NOTIFICATION must be a whole number from 1 to 100.")
+        if self.basic_auth and (":" not in self.basic_auth or self.basic_auth.startswith(":")
+                                or self.basic_auth.endswith(":")):
+            # A secret: say what is wrong, never echo it.
+            raise ConfigError("SMS_RELAY_BASIC_AUTH_FILE must hold 'user:password' (both parts, one ':').")
         if not 0 < self.port < 65536:
             raise ConfigError("SMS_RELAY_PORT must be a TCP port (1-65535).")
 
@@ -160,6 +172,9 @@ class RelaySettings:
             timeout_seconds=_number(env, "SMS_RELAY_TIMEOUT_SECONDS", 10.0),
             host=env.get("SMS_RELAY_HOST", "").strip() or "0.0.0.0",
             port=_integer(env, "SMS_RELAY_PORT", 9099),
+            max_texts_per_notification=_integer(env, "SMS_RELAY_MAX_TEXTS_PER_NOTIFICATION", 5),
+            auth_token=_read_secret(env, "SMS_RELAY_AUTH_TOKEN_FILE") if env.get("SMS_RELAY_AUTH_TOKEN_FILE") else "",
+            basic_auth=_read_secret(env, "SMS_RELAY_BASIC_AUTH_FILE") if env.get("SMS_RELAY_BASIC_AUTH_FILE") else "",
         )
 
 

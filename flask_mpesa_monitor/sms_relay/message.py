@@ -21,7 +21,8 @@ Example::
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Mapping
+from collections import Counter
+from typing import Any, Mapping, Sequence
 
 SMS_LIMIT = 160
 ELLIPSIS = "..."
@@ -93,3 +94,16 @@ def format_sms(alert: Mapping[str, Any], limit: int = SMS_LIMIT) -> str:
     summary = to_gsm(str(annotations.get("summary") or annotations.get("description") or ""))
     text = f"{head}: {summary}" if summary else head
     return truncate(text, limit)
+
+
+def format_summary(alerts: Sequence[Mapping[str, Any]], limit: int = SMS_LIMIT) -> str:
+    """One text for the alerts of a notification past the per-number cap::
+
+        >>> format_summary([{"labels": {"alertname": "A", "severity": "critical"}}] * 3)
+        'CRITICAL +3 more alerts: A x3'
+    """
+    names = Counter(str((a.get("labels") or {}).get("alertname", "alert")) for a in alerts)
+    severities = {str((a.get("labels") or {}).get("severity", "")).upper() for a in alerts} - {""}
+    head = " ".join(sorted(severities)[:1] + [f"+{len(alerts)} more alerts"])
+    listed = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in names.most_common())
+    return truncate(to_gsm(f"{head}: {listed}"), limit)

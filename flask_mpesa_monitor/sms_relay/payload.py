@@ -18,8 +18,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: JSON nesting allowed: a notification is 4 levels deep; Python's parser recurses once
+#: per level and would hit the interpreter's recursion limit (a 500) long before a
+#: hostile body ends.
+MAX_DEPTH = 32
+
+
 class PayloadError(ValueError):
-    """The request body is not an Alertmanager webhook notification; says why."""
+    """The request body is not an Alertmanager webhook notification; says why.
+
+    ``reason`` is a short fixed word for the refusal counter (``invalid_json``,
+    ``too_deep``, ``not_a_notification``)."""
+
+    def __init__(self, message: str, reason: str = "not_a_notification") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _depth_exceeds(body: str, limit: int) -> bool:
+    """True when brackets nest deeper than ``limit`` (strings skipped), without parsing."""
+    depth = 0
+    in_string = escaped = False
+    for char in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 @dataclass(frozen=True)
@@ -44,9 +80,17 @@ class Notification:
 def parse_notification(body: bytes) -> Notification:
     """Decode and check a webhook body; raise :class:`PayloadError` on anything else."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from None
+        text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
+    except UnicodeDecodeError:
+        raise PayloadError("body is not valid JSON: not UTF-8", "invalid_json") from None
+    if _depth_exceeds(text, MAX_DEPTH):
+        raise PayloadError(f"body nests deeper than {MAX_DEPTH} levels", "too_deep")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise PayloadError(f"body nests deeper than {MAX_DEPTH} levels", "too_deep") from None
+    except ValueError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object (an Alertmanager webhook notification)")
     version = data.get("version")
