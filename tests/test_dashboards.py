@@ -120,7 +120,8 @@ def test_dashboards_have_reasonable_size_and_unique_panel_ids() -> None:
 # --- datasources and provisioning ----------------------------------------------------
 def test_dashboards_datasource_references_resolve_to_provisioned_uids() -> None:
     provisioned = _provisioned_datasources()
-    assert provisioned == {"prometheus": "prometheus"}
+    # Prometheus, and VictoriaMetrics (the HA layout's long-term store) speaking its API.
+    assert provisioned == {"prometheus": "prometheus", "victoriametrics": "prometheus"}
     bad = []
     for path, dashboard in load_dashboards().items():
         refs = _datasource_refs(dashboard)
