@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import REPO_ROOT, Result, Target, emit, fmt, run_child
+from .common import Result, Target, emit, fmt, run_child
 
 MODULE = "bench.bench_capacity"
 

@@ -21,7 +21,7 @@ import secrets
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +136,15 @@ class _TimedSMTPSink(SMTPSink):
 class HAStack:
     """Every process of the loopback HA layout; ``start()``/``stop()``; a context manager."""
 
-    base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mpesa-ha-")))
+    base_dir: Path | None = None  # None: a fresh directory under /tmp, removed by stop()
     fast: bool = True
     app_hosts: int = 2
     replicas: int = 2
     alertmanagers: int = 2
 
     def __post_init__(self) -> None:
-        self.base_dir = Path(self.base_dir)
+        self._own_dir = self.base_dir is None
+        self.base_dir = Path(self.base_dir or tempfile.mkdtemp(prefix="mpesa-ha-"))
         self.metrics_token = secrets.token_urlsafe(24)
         self.processes: list[Any] = []
         self.apps: list[GunicornServer] = []
@@ -306,6 +307,10 @@ class HAStack:
             except Exception as exc:  # keep stopping the others
                 print(f"could not stop {process!r}: {exc}", file=sys.stderr)
         self.processes.clear()
+        if self._own_dir:
+            import shutil
+
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> HAStack:
         return self.start()
