@@ -44,7 +44,7 @@ GENERATED_SECRETS=(sms_relay_token)
 
 usage() {
   cat <<EOF
-Usage: ./$PROG [--env-file FILE] [--prod] [--check | --render | --down]
+Usage: ./$PROG [--env-file FILE] [--prod] [--ha] [--check | --render | --down]
        ./$PROG --local [ARGS...]
        ./$PROG --help
 
@@ -65,6 +65,9 @@ node-exporter, postgres-exporter) with docker-compose.
   --down           stop and remove the containers (named volumes and data are kept).
   --prod           add docker-compose.prod.yml (TLS proxy, environment=production);
                    needs MONITORING_DOMAIN and GRAFANA_BIND_ADDRESS=127.0.0.1.
+  --ha             the HA layout (docker-compose.ha.yml): two Prometheus replicas, two
+                   clustered Alertmanagers, VictoriaMetrics as long-term store (both
+                   replicas remote_write to it); with --check, also validates it.
   --env-file FILE  settings file (default: .env.monitoring; --check falls back to
                    .env.monitoring.example when it does not exist).
   --local [ARGS]   run the stack without Docker from Debian's binaries, with the demo
@@ -124,6 +127,7 @@ check_settings() {
   fi
   local required=("${REQUIRED_SETTINGS[@]}")
   [ "$PROD" = 1 ] && required+=("${PROD_SETTINGS[@]}")
+  if [ "$HA" = 1 ]; then required+=("${HA_SETTINGS[@]}"); ha_settings_problems; fi
   for name in "${required[@]}"; do
     [ -n "$(setting "$name")" ] || problems+=("missing setting $name")
   done
@@ -212,6 +216,7 @@ find_compose() {
 compose_files() {
   printf '%s\n' -f "$BASE_COMPOSE"
   if [ "$PROD" = 1 ]; then printf '%s\n' -f "$PROD_COMPOSE"; fi
+  if [ "$HA" = 1 ]; then printf '%s\n' -f "$HA_COMPOSE"; fi
 }
 
 compose() {
@@ -284,6 +289,7 @@ run_check() {
     bash deploy/alertmanager/check-config.sh
   step "compose config ($ENV_FILE)" compose_config
   step "grafana dashboards" dashboards_check
+  if [ "$HA" = 1 ]; then step "HA layout (prometheus remote_write, alertmanager cluster)" ha_check; fi
   if [ ${#CHECK_FAILED[@]} -gt 0 ]; then
     warn "${#CHECK_FAILED[@]} check(s) failed:"
     printf '  - %s\n' "${CHECK_FAILED[@]}" >&2
@@ -384,6 +390,7 @@ verify() {
   timeout="${timeout:-180}"
   services=("${SERVICES[@]}")
   [ "$PROD" = 1 ] && services+=(tls-proxy)
+  if [ "$HA" = 1 ]; then services+=("${HA_SERVICES[@]}"); fi
   command -v curl >/dev/null 2>&1 || die "curl is needed to verify the stack"
 
   say "== waiting for healthchecks (up to ${timeout}s)"
@@ -459,12 +466,97 @@ verify() {
     failed+=("Prometheus scrapes $up_count of $want app targets")
   fi
 
+  if [ "$HA" = 1 ]; then ha_verify; fi
   if [ ${#failed[@]} -gt 0 ]; then
     warn "the stack is up but ${#failed[@]} verification(s) failed:"
     printf '  - %s\n' "${failed[@]}" >&2
     return 1
   fi
   say "== the monitoring stack is up and verified"
+}
+
+# --- the HA layout (--ha) ------------------------------------------------------------
+# docker-compose.ha.yml over the base file: prometheus-2, alertmanager-2 (one gossip
+# cluster with alertmanager), victoria-metrics. The rendered prometheus.yml serves both
+# replicas (each sets its own PROMETHEUS_REPLICA); deploy/prometheus/render_ha.py adds
+# the second Alertmanager and the remote_write block to it.
+HA_COMPOSE="docker-compose.ha.yml"
+HA_SETTINGS=(PROMETHEUS_2_REPLICA PROMETHEUS_2_EXTERNAL_URL ALERTMANAGER_2_EXTERNAL_URL)
+HA_SERVICES=(prometheus-2 alertmanager-2 victoria-metrics)
+
+# Appends to check_settings' `problems` (called from there).
+ha_settings_problems() {
+  local one two
+  one="$(setting PROMETHEUS_REPLICA)"
+  two="$(setting PROMETHEUS_2_REPLICA)"
+  if [ -n "$one" ] && [ "$one" = "$two" ]; then
+    problems+=("PROMETHEUS_2_REPLICA must differ from PROMETHEUS_REPLICA (both are '$one'): the replicas tell themselves apart by it")
+  fi
+}
+
+ha_render() {
+  python3 deploy/prometheus/render_ha.py "$RENDER_DIR/prometheus.yml" "$RENDER_DIR/prometheus.yml" ||
+    die "cannot render the HA Prometheus config"
+  chmod 0644 "$RENDER_DIR/prometheus.yml"
+  say "   $RENDER_DIR/prometheus.yml: + alertmanager-2, remote_write to victoria-metrics (--ha)"
+}
+
+# promtool on the HA config (a copy of deploy/prometheus with the rendered file in
+# place, checked by the same check-config.sh), amtool on the cluster flags' config.
+ha_check() {
+  local work rc=0
+  work="$(mktemp -d)"
+  cp -r deploy/prometheus "$work/prometheus"
+  python3 deploy/prometheus/render_ha.py deploy/prometheus/prometheus.yml "$work/prometheus/prometheus.yml" &&
+    bash "$work/prometheus/check-config.sh" >/dev/null || rc=1
+  grep -q '^remote_write:' "$work/prometheus/prometheus.yml" || rc=1
+  rm -rf "$work"
+  if command -v amtool >/dev/null 2>&1; then
+    # The peers share the config: one check covers both (the cluster is flags only).
+    bash deploy/alertmanager/check-config.sh >/dev/null || rc=1
+  fi
+  return $rc
+}
+
+# After the base verification: the second replica scrapes the app and VictoriaMetrics
+# has samples from the pair, the Alertmanagers see each other. Appends to `failed`.
+ha_verify() {
+  local p2port a1port a2port vmport answer peers
+  p2port="$(setting PROMETHEUS_2_PORT)"; p2port="${p2port:-9091}"
+  a1port="$(setting ALERTMANAGER_PORT)"; a1port="${a1port:-9093}"
+  a2port="$(setting ALERTMANAGER_2_PORT)"; a2port="${a2port:-9095}"
+  vmport="$(setting VICTORIA_METRICS_PORT)"; vmport="${vmport:-8428}"
+  say "== the HA layout"
+  if prometheus_curl -o /dev/null "http://127.0.0.1:$p2port/-/healthy"; then
+    say "   ok    prometheus-2  http://127.0.0.1:$p2port/-/healthy"
+  else
+    say "   FAIL  prometheus-2  http://127.0.0.1:$p2port/-/healthy"
+    failed+=("prometheus-2 does not answer /-/healthy with basic auth")
+  fi
+  probe victoria-metrics "http://127.0.0.1:$vmport/health" || failed+=("victoria-metrics /health")
+  for port in "$a1port" "$a2port"; do
+    answer="$(curl -fsS --max-time 5 "http://127.0.0.1:$port/api/v2/status" 2>/dev/null || true)"
+    peers="$(printf '%s' "$answer" | python3 -c 'import json, sys
+try:
+    print(len(json.load(sys.stdin)["cluster"]["peers"]))
+except Exception:
+    print(0)')"
+    if [ "$peers" -ge 2 ]; then
+      say "   ok    alertmanager :$port sees $peers cluster peers"
+    else
+      say "   FAIL  alertmanager :$port sees $peers cluster peers (want 2)"
+      failed+=("the Alertmanager on port $port is not in a two-peer cluster")
+    fi
+  done
+  # -search.latencyOffset hides the newest 30 s: ask about a minute ago.
+  answer="$(curl -fsS --max-time 5 "http://127.0.0.1:$vmport/api/v1/query" \
+    --data-urlencode 'query=count(up{job="mpesa-mcp"})' \
+    --data-urlencode "time=$(( $(date +%s) - 60 ))" 2>/dev/null || true)"
+  if printf '%s' "$answer" | grep -q '"result":\[{'; then
+    say "   ok    victoria-metrics has the app's samples (remote_write works)"
+  else
+    say "   WAIT  victoria-metrics has no app samples yet (remote_write needs a minute after a fresh start)"
+  fi
 }
 
 # --- the local stack (no Docker) -----------------------------------------------------
@@ -488,6 +580,7 @@ install_local_dependencies() {
 # --- main ----------------------------------------------------------------------------
 MODE=deploy
 PROD=0
+HA=0
 ENV_FILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -495,6 +588,7 @@ while [ $# -gt 0 ]; do
     --down) MODE=down ;;
     --render) MODE=render ;;
     --prod) PROD=1 ;;
+    --ha) HA=1 ;;
     --env-file)
       [ $# -ge 2 ] || die "--env-file needs a file name"
       ENV_FILE="$2"
@@ -526,7 +620,8 @@ case "$MODE" in
     run_check ;;
   render)
     check_settings || exit 2
-    render_files ;;
+    render_files
+    if [ "$HA" = 1 ]; then ha_render; fi ;;
   down)
     # A local stack (--local) records its processes in .local-stack/pids.json.
     if [ -f .local-stack/pids.json ]; then
@@ -543,6 +638,7 @@ case "$MODE" in
     command -v docker >/dev/null 2>&1 || die "docker not found"
     run_check || die "validation failed: nothing was started"
     render_files
+    if [ "$HA" = 1 ]; then ha_render; fi
     say "== docker-compose up"
     MONITORING_CONFIG_DIGEST="$(config_digest)"
     export MONITORING_CONFIG_DIGEST

@@ -16,7 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from . import bench_alert_latency, bench_health, bench_http, bench_inprocess, bench_memory, bench_scrape
+from . import (bench_alert_latency, bench_capacity, bench_ha, bench_health, bench_http, bench_inprocess, bench_memory,
+               bench_scrape)
 from .common import REPO_ROOT, Result, fmt, machine_info, markdown_table, ratio
 
 #: (key, runner) in the order of the issue's list, with full counts.
@@ -27,6 +28,8 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     ("health", lambda: bench_health.run(duration=10.0, clients=200)),
     ("alert_latency", lambda: bench_alert_latency.run()),
     ("memory", lambda: bench_memory.run((0, 500, 2000))),
+    ("capacity", lambda: bench_capacity.run()),
+    ("ha", lambda: bench_ha.run()),
 ]
 
 

@@ -12,6 +12,7 @@ need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v prometheus >/dev/null || need_apt+=(prometheus)            # alert latency: the local stack
 [ -x /usr/bin/prometheus-alertmanager ] || need_apt+=(prometheus-alertmanager)
+command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)   # capacity and HA benchmarks
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine as root: installs what the tests
-# need (Debian's Prometheus, Alertmanager, PostgreSQL, docker-compose and Chromium; the package
-# with its test extra), then runs pytest. Servers are started and stopped by the tests.
+# need (Debian's Prometheus, Alertmanager, VictoriaMetrics, PostgreSQL, docker-compose
+# and Chromium; the package with its test extra), then runs pytest. Servers are started
+# and stopped by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the local stack's pages, looked at headless
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)

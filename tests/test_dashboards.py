@@ -202,6 +202,8 @@ def test_dashboards_datasource_references_go_through_the_datasource_variable() -
     """No datasource uid is fixed: every reference is ``${datasource}``, a variable that
     offers the datasources of a type Grafana has provisioned."""
     provisioned_types = set(_provisioned_datasources().values())
+    # Prometheus, and VictoriaMetrics (the HA layout's long-term store) speaking its API.
+    assert _provisioned_datasources() == {"prometheus": "prometheus", "victoriametrics": "prometheus"}
     bad = []
     for path, dashboard in load_dashboards().items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}

@@ -374,10 +374,9 @@ def test_prometheus_config_scrapes_the_stack_with_secrets_from_files() -> None:
     assert {"action": "labeldrop", "regex": "replica"} in alerting["alert_relabel_configs"]
     targets = [t for am in alerting["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     assert targets == ["alertmanager:9093"]
-    # Long-term storage is documented but off; its secret comes from a file too.
-    text = (PROM_DIR / "prometheus.yml").read_text()
+    # Long-term storage is off in the single-server layout: deploy-monitoring.sh --ha adds
+    # it (tests/test_ha.py checks that rendering).
     assert "remote_write" not in config
-    assert re.search(r"(?m)^# remote_write:$", text) and "#       password_file:" in text
 
 
 def test_prometheus_targets_placeholder_is_a_file_sd_list() -> None:

@@ -46,6 +46,7 @@ from .process import (HOST, ManagedProcess, ServerError, free_port, http_json, h
                       wait_until)
 from .prometheus import AlertmanagerServer, PrometheusServer
 from .service import HTTPService, write_config
+from .victoriametrics import VictoriaMetricsServer
 
 __all__ = [
     # process
@@ -76,4 +77,6 @@ __all__ = [
     "RecordingHTTPServer",
     "Mail",
     "SMTPSink",
+    # victoriametrics
+    "VictoriaMetricsServer",
 ]
