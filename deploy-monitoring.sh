@@ -536,11 +536,12 @@ verify() {
   done
 
   say "== health endpoints from this host"
-  local pport aport gport rport nport eport
+  local pport aport gport rport naddr nport eport
   pport="$(setting PROMETHEUS_PORT)"; pport="${pport:-9090}"
   aport="$(setting ALERTMANAGER_PORT)"; aport="${aport:-9093}"
   gport="$(setting GRAFANA_PORT)"; gport="${gport:-3000}"
   rport="$(setting SMS_RELAY_PORT)"; rport="${rport:-9099}"
+  naddr="$(setting NODE_EXPORTER_LISTEN_ADDRESS)"; naddr="${naddr:-172.17.0.1}"
   nport="$(setting NODE_EXPORTER_PORT)"; nport="${nport:-9100}"
   eport="$(setting POSTGRES_EXPORTER_PORT)"; eport="${eport:-9187}"
   if prometheus_curl -o /dev/null "http://127.0.0.1:$pport/-/healthy"; then
@@ -552,7 +553,7 @@ verify() {
   probe alertmanager "http://127.0.0.1:$aport/-/healthy" || failed+=("alertmanager /-/healthy")
   probe grafana "http://127.0.0.1:$gport/api/health" || failed+=("grafana /api/health")
   probe sms-relay "http://127.0.0.1:$rport/-/healthy" || failed+=("sms-relay /-/healthy")
-  probe node-exporter "http://127.0.0.1:$nport/metrics" || failed+=("node-exporter /metrics")
+  probe node-exporter "http://$naddr:$nport/metrics" || failed+=("node-exporter /metrics")
   if curl -fsS --max-time 10 "http://127.0.0.1:$eport/metrics" 2>/dev/null | grep -q '^pg_up 1'; then
     say "   ok    postgres-exporter  pg_up 1"
   else

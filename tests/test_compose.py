@@ -108,6 +108,8 @@ def test_compose_has_the_services_network_and_named_volumes() -> None:
     assert set(config["services"]) == SERVICES
     assert "monitoring" in config["networks"]
     for name, service in config["services"].items():
+        if name == "node-exporter":
+            continue  # on the host's network: test_compose_node_exporter_sees_the_host
         assert list(service["networks"]) == ["monitoring"], name
     assert {v["name"] for v in config["volumes"].values()} == {
         "mpesa-monitoring_prometheus_data", "mpesa-monitoring_alertmanager_data",
@@ -115,6 +117,28 @@ def test_compose_has_the_services_network_and_named_volumes() -> None:
     build = config["services"]["sms-relay"]["build"]
     assert build["dockerfile"] == "deploy/sms-relay/Dockerfile"
     assert Path(build["context"]) == ROOT
+
+
+def test_compose_node_exporter_sees_the_host() -> None:
+    """Host network and pid namespace, the host's root under /host, udev data there too."""
+    service = merged(BASE)["services"]["node-exporter"]
+    assert service.get("network_mode") == "host"
+    assert service.get("pid") == "host"
+    assert "ports" not in service and "networks" not in service
+    command = service["command"]
+    assert "--path.rootfs=/host" in command
+    assert "--path.udev.data=/host/run/udev/data" in command
+    assert any(arg.startswith("--web.listen-address=172.17.0.1:") for arg in command), command
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "node-exporter")
+    assert job["static_configs"][0]["targets"] == ["host.docker.internal:9100"]
+
+
+def test_compose_prometheus_3_gets_no_flag_it_refuses() -> None:
+    """expand-external-labels is always on in Prometheus 3, which refuses the flag."""
+    service = merged(BASE)["services"]["prometheus"]
+    assert re.search(r":v3\.5\.\d+$", service["image"]), service["image"]
+    assert not [arg for arg in service["command"] if "expand-external-labels" in arg]
 
 
 def test_compose_images_are_pinned_to_exact_versions() -> None:
@@ -437,6 +461,7 @@ def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer
     env = _env_file(tmp_path / "deploy.env", MPESA_APP_TARGETS=f"127.0.0.1:{app.port}",
                     PROMETHEUS_PORT=port, ALERTMANAGER_PORT=port, GRAFANA_PORT=port,
                     SMS_RELAY_PORT=port, NODE_EXPORTER_PORT=port,
+                    NODE_EXPORTER_LISTEN_ADDRESS="127.0.0.1",
                     POSTGRES_EXPORTER_PORT=port, MONITORING_VERIFY_TIMEOUT="10")
     result = run_script(repo, "--env-file", str(env), bin_dir=bin_dir)
     return result, services, app, log
