@@ -20,6 +20,10 @@ EXAMPLE_ENV=".env.monitoring.example"
 SECRETS_DIR="deploy/secrets"
 RENDER_DIR="$SECRETS_DIR/rendered"
 TARGETS_FILE="deploy/prometheus/targets/mpesa-mcp.json"
+# The relay's wheels, built here before `docker build` (the build installs from them and
+# needs no network); under build/, which git ignores and .dockerignore lets through.
+WHEELS_DIR="build/sms-relay-wheels"
+RELAY_REQUIREMENTS="deploy/sms-relay/requirements.txt"
 SLO_FILE="deploy/prometheus/rules/slo-objective.yml"
 
 # Settings that must be non-empty (documented in .env.monitoring.example).
@@ -44,7 +48,7 @@ REQUIRED_SECRETS=(
 
 usage() {
   cat <<EOF
-Usage: ./$PROG [--env-file FILE] [--prod] [--check | --render | --down]
+Usage: ./$PROG [--env-file FILE] [--prod] [--build] [--check | --render | --down]
        ./$PROG --local [ARGS...]
        ./$PROG --help
 
@@ -61,7 +65,10 @@ node-exporter, postgres-exporter) with docker-compose.
   --render         check the settings and secret files, write the generated files
                    (targets, SLO objective, deploy/secrets/rendered/*) and stop there:
                    to inspect what would be deployed. Needs no Docker.
-  --down           stop and remove the containers (named volumes and data are kept).
+  --down           stop and remove the containers (named volumes and data are kept),
+                   and a --local stack; succeeds quietly when nothing runs.
+  --build          rebuild the SMS relay image (otherwise built only when missing):
+                   wheels from pip on this host, then a docker build without network.
   --prod           add docker-compose.prod.yml (TLS proxy, environment=production);
                    needs MONITORING_DOMAIN and GRAFANA_BIND_ADDRESS=127.0.0.1.
   --env-file FILE  settings file (default: .env.monitoring; --check falls back to
@@ -179,6 +186,40 @@ check_settings() {
     printf '  - %s\n' "${problems[@]}" >&2
     return 1
   fi
+}
+
+# Values copied unchanged from the example file: reserved names (example.com,
+# *.invalid) that would send alerts nowhere. One line: which settings, and what to do.
+refuse_placeholders() {
+  local name found=() value
+  local names=("${!FILE_SETTINGS[@]}" "${REQUIRED_SETTINGS[@]}")
+  [ "$PROD" = 1 ] && names+=("${PROD_SETTINGS[@]}")
+  for name in $(printf '%s\n' "${names[@]}" | LC_ALL=C sort -u); do
+    value="$(setting "$name")"
+    if [[ "$value" =~ (^|[@./])example\.(com|net|org)($|[:/]) ]] ||
+      [[ "$value" =~ \.invalid($|[:/]) ]]; then
+      found+=("$name")
+    fi
+  done
+  [ ${#found[@]} -eq 0 ] && return 0
+  local IFS=','
+  warn "placeholder values (example.com, .invalid) in ${found[*]}: put your own in $ENV_FILE; nothing was checked or started"
+  return 1
+}
+
+# Compose, the docker CLI and a Docker engine that answers, each refused in one line
+# before any check runs (docker-compose's own answer is a long traceback).
+need_docker() {
+  find_compose ||
+    die "docker-compose not found: install it (Debian: apt-get install docker-compose) or set DOCKER_COMPOSE='docker compose'; nothing was checked or started"
+  command -v docker >/dev/null 2>&1 ||
+    die "docker not found: install Docker Engine (Debian: apt-get install docker.io); nothing was checked or started"
+  docker_answers ||
+    die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}: start it (systemctl start docker) or set DOCKER_HOST; nothing was checked or started"
+}
+
+docker_answers() {
+  timeout 30 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1
 }
 
 # "host:port" or "[v6]:port" -> "host port" (the port is kept: the old verify script's
@@ -484,6 +525,30 @@ config_digest() {
     xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
+# The relay is the one image built here. Built when missing or on --build; its wheels
+# come from pip on this host first, so that the build needs no network and the build
+# context (see .dockerignore) holds no secret.
+relay_image() {
+  sed -n 's#^ *image: *\(flask-mpesa-monitor/sms-relay:[^ ]*\).*#\1#p' "$BASE_COMPOSE" | head -n 1
+}
+
+build_relay_wheels() {
+  rm -rf "$WHEELS_DIR"
+  mkdir -p "$WHEELS_DIR"
+  python3 -m pip wheel -q --disable-pip-version-check -w "$WHEELS_DIR" . -r "$RELAY_REQUIREMENTS"
+}
+
+ensure_relay_image() {
+  local image
+  image="$(relay_image)"
+  if [ "$BUILD" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  say "== building $image (wheels in $WHEELS_DIR)"
+  build_relay_wheels || die "pip could not build the relay's wheels into $WHEELS_DIR (pip install needs PyPI or a pip cache here)"
+  compose build sms-relay
+}
+
 # --- verification --------------------------------------------------------------------
 SERVICES=(prometheus alertmanager grafana sms-relay node-exporter postgres-exporter)
 
@@ -628,6 +693,7 @@ install_local_dependencies() {
 # --- main ----------------------------------------------------------------------------
 MODE=deploy
 PROD=0
+BUILD=0
 ENV_FILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -635,6 +701,7 @@ while [ $# -gt 0 ]; do
     --down) MODE=down ;;
     --render) MODE=render ;;
     --prod) PROD=1 ;;
+    --build) BUILD=1 ;;
     --env-file)
       [ $# -ge 2 ] || die "--env-file needs a file name"
       ENV_FILE="$2"
@@ -671,21 +738,30 @@ case "$MODE" in
     # A local stack (--local) records its processes in .local-stack/pids.json.
     if [ -f .local-stack/pids.json ]; then
       python3 -m examples.demo.localstack --down
-      find_compose >/dev/null 2>&1 || exit 0
     fi
-    find_compose || die "neither docker-compose nor 'docker compose' found"
+    # Nothing runs under Docker without compose, the CLI or an engine: not an error.
+    if ! find_compose >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1 || ! docker_answers; then
+      say "== nothing to stop under Docker (no compose, docker or engine here)"
+      exit 0
+    fi
+    project="$(setting COMPOSE_PROJECT_NAME)"
+    if [ -z "$(docker ps -aq --filter "label=com.docker.compose.project=${project:-mpesa-monitoring}" 2>/dev/null)" ]; then
+      say "== nothing was running"
+      exit 0
+    fi
     compose down --remove-orphans
     say "== stopped (volumes kept: docker volume ls | grep mpesa-monitoring)" ;;
   deploy)
     # Refuse before anything else runs: no docker call on an incomplete configuration.
     check_settings || exit 2
-    find_compose || die "neither docker-compose nor 'docker compose' found"
-    command -v docker >/dev/null 2>&1 || die "docker not found"
+    refuse_placeholders || exit 2
+    need_docker
     run_check || die "validation failed: nothing was started"
     render_files
+    ensure_relay_image
     say "== docker-compose up"
     MONITORING_CONFIG_DIGEST="$(config_digest)"
     export MONITORING_CONFIG_DIGEST
-    compose up -d --build --remove-orphans
+    compose up -d --remove-orphans
     verify ;;
 esac
