@@ -22,7 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGES = ("promtool", "prometheus-alertmanager")
+# promtool and amtool for the checks; the servers for the compose test's stand-in images.
+PACKAGES = ("promtool", "prometheus", "prometheus-alertmanager")
 CACHE = Path(os.environ.get("MPESA_MONITOR_CACHE", "/var/cache/flask-mpesa-monitor")) / "unstable-tools"
 SUITE = "unstable"
 
@@ -33,6 +34,7 @@ class Tools:
 
     promtool: Path
     amtool: Path
+    root: Path
     promtool_version: str
     amtool_version: str
 
@@ -72,7 +74,8 @@ def fetch(cache: Path = CACHE, refresh: bool = False) -> Tools:
     """Download and unpack the unstable packages once; later calls reuse the cache."""
     root = cache / "root"
     promtool, amtool = root / "usr/bin/promtool", root / "usr/bin/amtool"
-    if refresh or not (promtool.exists() and amtool.exists()):
+    if refresh or not all((root / "usr/bin" / name).exists()
+                          for name in ("promtool", "amtool", "prometheus", "prometheus-alertmanager")):
         apt_dir = cache / "apt"
         for sub in ("lists/partial", "cache/archives/partial"):
             (apt_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,7 @@ def fetch(cache: Path = CACHE, refresh: bool = False) -> Tools:
             subprocess.run(["dpkg", "-x", str(deb), str(staging)], check=True, timeout=300)
         subprocess.run(["rm", "-rf", str(root)], check=True)
         staging.rename(root)
-    return Tools(promtool, amtool, _version(promtool), _version(amtool))
+    return Tools(promtool, amtool, root, _version(promtool), _version(amtool))
 
 
 def main() -> int:
