@@ -30,8 +30,8 @@ import yaml
 from examples.demo.docker_engine import CACHE, DockerEngine
 from scripts import current_prometheus
 
-ROOT = Path(__file__).resolve().parents[2]
-STANDINS = Path(__file__).resolve().parent / "standins"
+ROOT = Path(__file__).resolve().parents[1]
+STANDINS = Path(__file__).resolve().parent / "docker" / "standins"
 BASE_TAG = "mpesa-standin/debian:bookworm"
 TOOLS_TAG = "mpesa-standin/tools:bookworm"
 GRAFANA_PROBE = "mpesa-standin/grafana-mount-probe:latest"
