@@ -179,16 +179,18 @@ def _settings(host: HostSide) -> dict[str, str]:
         "COMPOSE_PROJECT_NAME": PROJECT,
         "MPESA_APP_TARGETS": f"host.docker.internal:{host.app_port}",
         "ALERTMANAGER_SMTP_FROM": "alertmanager@mpesa-monitor.test",
-        "ALERTMANAGER_SMTP_SMARTHOST": "host.docker.internal:2525",
+        "ALERTMANAGER_SMTP_SMARTHOST": f"{DOCKER_HOST_IP}:2525",
         "ALERTMANAGER_SMTP_USERNAME": "alertmanager@mpesa-monitor.test",
         "ALERTMANAGER_SMTP_REQUIRE_TLS": "false",
         "ALERTMANAGER_EMAIL_TO_CRITICAL": "oncall@mpesa-monitor.test",
         "ALERTMANAGER_EMAIL_TO_HIGH": "oncall@mpesa-monitor.test",
-        "ALERTMANAGER_WATCHDOG_URL": f"http://host.docker.internal:{host.watchdog.port}/ping",
+        # Alertmanager and the relay have no host.docker.internal (no extra_hosts, and no
+        # DNS in this namespace): they reach "external" services by address.
+        "ALERTMANAGER_WATCHDOG_URL": f"http://{DOCKER_HOST_IP}:{host.watchdog.port}/ping",
         "SMS_RELAY_PROVIDER": "africastalking",
         "SMS_RELAY_AT_USERNAME": "sandbox",
         "SMS_RELAY_RECIPIENTS": "+254700000001",
-        "SMS_RELAY_BASE_URL": f"http://host.docker.internal:{host.provider.port}",
+        "SMS_RELAY_BASE_URL": f"http://{DOCKER_HOST_IP}:{host.provider.port}",
         "POSTGRES_EXPORTER_DATA_SOURCE_URI": f"host.docker.internal:{host.pg.port}/{host.pg.database}?sslmode=disable",
         "POSTGRES_EXPORTER_USER": host.pg.user,
         "NODE_EXPORTER_LISTEN_ADDRESS": DOCKER_HOST_IP,
@@ -213,7 +215,7 @@ def _write_config(repo: Path, host: HostSide) -> Path:
     secrets.mkdir(parents=True, exist_ok=True)
     values = {"prometheus_password": PASSWORD, "mpesa_metrics_token": "compose-test-metrics-token",
               "grafana_admin_password": "compose-test-grafana",
-              "slack_api_url": f"http://host.docker.internal:{host.slack.port}/slack",
+              "slack_api_url": f"http://{DOCKER_HOST_IP}:{host.slack.port}/slack",
               "smtp_password": "compose-test-smtp", "sms_provider_secret": "compose-test-at-key",
               "postgres_exporter_password": host.pg.password}
     for name, value in values.items():
@@ -245,8 +247,11 @@ def _health(engine: DockerEngine) -> dict[str, str]:
 
 def _logs(engine: DockerEngine, service: str) -> str:
     ids = engine.docker("ps", "-aq", "--filter", f"label=com.docker.compose.service={service}").stdout.split()
-    return "".join(engine.docker("logs", cid, check=False).stdout + engine.docker("logs", cid, check=False).stderr
-                   for cid in ids[:1])
+    out = ""
+    for cid in ids[:1]:
+        result = engine.docker("logs", cid, check=False)
+        out += result.stdout + result.stderr
+    return out
 
 
 def test_compose_stack_under_a_real_engine(engine: tuple[DockerEngine, Path], tmp_path: Path) -> None:
@@ -300,18 +305,26 @@ def _run_the_stack(docker: DockerEngine, repo: Path, host: HostSide) -> None:
     assert {"mpesa-mcp", "prometheus", "alertmanager", "node-exporter", "postgres-exporter", "sms-relay"} <= jobs
 
     # Prometheus -> Alertmanager -> webhook: the always-firing Watchdog.
-    host.watchdog.wait_for(path="/ping", timeout=120)
+    try:
+        host.watchdog.wait_for(path="/ping", timeout=120)
+    except TimeoutError as exc:
+        alerts = _http("http://127.0.0.1:9090/api/v1/alerts", auth=auth)[1][:1500]
+        pytest.fail(f"{exc}\nPrometheus alerts: {alerts!r}\nalertmanager: {_logs(docker, 'alertmanager')[-3000:]}")
     # Alertmanager -> relay -> the fake provider: a critical alert.
     alert = [{"labels": {"alertname": "ComposeTestCritical", "severity": "critical",
                          "service": "mpesa-mcp", "organization": "acme"},
               "annotations": {"summary": "compose test alert", "description": "compose test"}}]
     assert _http("http://127.0.0.1:9093/api/v2/alerts", data=alert)[0] == 200
-    (sms,) = host.provider.wait_for(path="/version1/messaging", timeout=90)[:1]
+    try:
+        (sms,) = host.provider.wait_for(path="/version1/messaging", timeout=90)[:1]
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\nalertmanager: {_logs(docker, 'alertmanager')[-2500:]}\n"
+                    f"relay: {_logs(docker, 'sms-relay')[-2500:]}\nslack: {host.slack.received()}")
     assert "ComposeTestCritical" in sms.body.decode(errors="replace") or b"compose" in sms.body
     relay_log = _logs(docker, "sms-relay")
     lines = [line for line in relay_log.splitlines() if line.strip()]
+    # Checked at the end, so that a relay logging twice does not hide the rest.
     duplicated = sorted({line for line in lines if lines.count(line) > 1})
-    assert not duplicated, f"relay log lines printed more than once under gunicorn: {duplicated[:5]}"
     probe_log = _logs(docker, "grafana")
     assert "all readable and writable" in probe_log, probe_log
     _say("grafana service: stand-in grafana-mount-probe (NOT Grafana) reported: "
@@ -327,3 +340,5 @@ def _run_the_stack(docker: DockerEngine, repo: Path, host: HostSide) -> None:
     again = _deploy(docker, repo, "--down")
     assert again.returncode == 0 and again.stderr == "", again.stderr
     assert len(again.stdout.splitlines()) <= 1, again.stdout
+
+    assert not duplicated, f"relay log lines printed more than once under gunicorn: {duplicated[:5]}"
