@@ -30,7 +30,7 @@ import pytest
 
 from examples.demo.docker_engine import DockerEngine
 from examples.demo.servers import (ManagedProcess, PostgresServer, RecordingHTTPServer,
-                                   free_port, wait_until)
+                                   SMTPSink, free_port, wait_until)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -128,6 +128,7 @@ class HostSide:
                                                       "messageId": "ATXid_1"}]}}))
         self.slack = RecordingHTTPServer()
         self.watchdog = RecordingHTTPServer()
+        self.smtp = SMTPSink()
         self.sim_port = free_port()
         self.sim = ManagedProcess([sys.executable, "-m", "examples.demo.daraja_sim", "--port", str(self.sim_port)],
                                   cwd=ROOT, log_path=base / "daraja-sim.log", name="daraja-sim",
@@ -143,7 +144,7 @@ class HostSide:
             hba.write("host all all 172.16.0.0/12 scram-sha-256\n")
         subprocess.run(["runuser", "-u", "postgres", "--", str(self.pg.bin_dir / "pg_ctl"), "reload",
                         "-D", str(self.pg.data_dir)], check=True, capture_output=True, timeout=30)
-        for server in (self.provider, self.slack, self.watchdog):
+        for server in (self.provider, self.slack, self.watchdog, self.smtp):
             server.start()
         self.sim.start()
         from examples.demo.servers import GunicornServer
@@ -162,11 +163,12 @@ class HostSide:
         self.app.start()
         # Loopback as a DNAT target: allowed in this namespace only.
         _in_ns(self.engine, "sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1")
-        for port in (self.pg.port, self.app_port, self.provider.port, self.slack.port, self.watchdog.port):
+        for port in (self.pg.port, self.app_port, self.provider.port, self.slack.port, self.watchdog.port,
+                     self.smtp.port):
             _expose_to_containers(self.engine, port)
 
     def stop(self) -> None:
-        for server in (self.app, self.sim, self.provider, self.slack, self.watchdog, self.pg):
+        for server in (self.app, self.sim, self.provider, self.slack, self.watchdog, self.smtp, self.pg):
             if server is not None:
                 try:
                     server.stop()
@@ -179,7 +181,7 @@ def _settings(host: HostSide) -> dict[str, str]:
         "COMPOSE_PROJECT_NAME": PROJECT,
         "MPESA_APP_TARGETS": f"host.docker.internal:{host.app_port}",
         "ALERTMANAGER_SMTP_FROM": "alertmanager@mpesa-monitor.test",
-        "ALERTMANAGER_SMTP_SMARTHOST": f"{DOCKER_HOST_IP}:2525",
+        "ALERTMANAGER_SMTP_SMARTHOST": f"{DOCKER_HOST_IP}:{host.smtp.port}",
         "ALERTMANAGER_SMTP_USERNAME": "alertmanager@mpesa-monitor.test",
         "ALERTMANAGER_SMTP_REQUIRE_TLS": "false",
         "ALERTMANAGER_EMAIL_TO_CRITICAL": "oncall@mpesa-monitor.test",
@@ -316,10 +318,13 @@ def _run_the_stack(docker: DockerEngine, repo: Path, host: HostSide) -> None:
               "annotations": {"summary": "compose test alert", "description": "compose test"}}]
     assert _http("http://127.0.0.1:9093/api/v2/alerts", data=alert)[0] == 200
     try:
-        (sms,) = host.provider.wait_for(path="/version1/messaging", timeout=90)[:1]
+        (sms,) = host.provider.wait_for(path="/version1/messaging", timeout=150)[:1]
     except TimeoutError as exc:
-        pytest.fail(f"{exc}\nalertmanager: {_logs(docker, 'alertmanager')[-2500:]}\n"
-                    f"relay: {_logs(docker, 'sms-relay')[-2500:]}\nslack: {host.slack.received()}")
+        am = [line for line in _logs(docker, "alertmanager").splitlines() if "level=INFO" not in line]
+        relay = [line for line in _logs(docker, "sms-relay").splitlines() if "/metrics" not in line]
+        status = _http("http://127.0.0.1:9093/api/v2/alerts")[1][:3000]
+        pytest.fail(f"{exc}\nalertmanager alerts: {status!r}\nalertmanager: {am[-15:]}\nrelay: {relay[-15:]}\n"
+                    f"slack: {host.slack.received()}\nmail: {len(host.smtp.messages)} message(s)")
     assert "ComposeTestCritical" in sms.body.decode(errors="replace") or b"compose" in sms.body
     relay_log = _logs(docker, "sms-relay")
     lines = [line for line in relay_log.splitlines() if line.strip()]
