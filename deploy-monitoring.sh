@@ -19,6 +19,10 @@ PROD_COMPOSE="docker-compose.prod.yml"
 EXAMPLE_ENV=".env.monitoring.example"
 SECRETS_DIR="deploy/secrets"
 RENDER_DIR="$SECRETS_DIR/rendered"
+# The relay's wheels, built here before `docker build` (the build installs from them and
+# needs no network); under build/, which git ignores and .dockerignore lets through.
+WHEELS_DIR="build/sms-relay-wheels"
+RELAY_REQUIREMENTS="deploy/sms-relay/requirements.txt"
 
 # Settings that must be non-empty (documented in .env.monitoring.example).
 REQUIRED_SETTINGS=(
@@ -44,7 +48,7 @@ GENERATED_SECRETS=(sms_relay_token)
 
 usage() {
   cat <<EOF
-Usage: ./$PROG [--env-file FILE] [--prod] [--ha] [--check | --render | --down]
+Usage: ./$PROG [--env-file FILE] [--prod] [--ha] [--build] [--check | --render | --down]
        ./$PROG --local [ARGS...]
        ./$PROG --help
 
@@ -62,7 +66,10 @@ node-exporter, postgres-exporter) with docker-compose.
                    (deploy/secrets/rendered/: configs, targets, SLO objective; no
                    committed file changes) and stop there: to inspect what would be
                    deployed. Needs no Docker.
-  --down           stop and remove the containers (named volumes and data are kept).
+  --down           stop and remove the containers (named volumes and data are kept),
+                   and a --local stack; succeeds quietly when nothing runs.
+  --build          rebuild the SMS relay image (otherwise built only when missing):
+                   wheels from pip on this host, then a docker build without network.
   --prod           add docker-compose.prod.yml (TLS proxy, environment=production);
                    needs MONITORING_DOMAIN and GRAFANA_BIND_ADDRESS=127.0.0.1.
   --ha             the HA layout (docker-compose.ha.yml): two Prometheus replicas, two
@@ -184,6 +191,40 @@ check_settings() {
     printf '  - %s\n' "${problems[@]}" >&2
     return 1
   fi
+}
+
+# Values copied unchanged from the example file: reserved names (example.com,
+# *.invalid) that would send alerts nowhere. One line: which settings, and what to do.
+refuse_placeholders() {
+  local name found=() value
+  local names=("${!FILE_SETTINGS[@]}" "${REQUIRED_SETTINGS[@]}")
+  [ "$PROD" = 1 ] && names+=("${PROD_SETTINGS[@]}")
+  for name in $(printf '%s\n' "${names[@]}" | LC_ALL=C sort -u); do
+    value="$(setting "$name")"
+    if [[ "$value" =~ (^|[@./])example\.(com|net|org)($|[:/]) ]] ||
+      [[ "$value" =~ \.invalid($|[:/]) ]]; then
+      found+=("$name")
+    fi
+  done
+  [ ${#found[@]} -eq 0 ] && return 0
+  local IFS=','
+  warn "placeholder values (example.com, .invalid) in ${found[*]}: put your own in $ENV_FILE; nothing was checked or started"
+  return 1
+}
+
+# Compose, the docker CLI and a Docker engine that answers, each refused in one line
+# before any check runs (docker-compose's own answer is a long traceback).
+need_docker() {
+  find_compose ||
+    die "docker-compose not found: install it (Debian: apt-get install docker-compose) or set DOCKER_COMPOSE='docker compose'; nothing was checked or started"
+  command -v docker >/dev/null 2>&1 ||
+    die "docker not found: install Docker Engine (Debian: apt-get install docker.io); nothing was checked or started"
+  docker_answers ||
+    die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}: start it (systemctl start docker) or set DOCKER_HOST; nothing was checked or started"
+}
+
+docker_answers() {
+  timeout 30 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1
 }
 
 # "host:port" or "[v6]:port" -> "host port" (the port is kept: the old verify script's
@@ -356,6 +397,30 @@ config_digest() {
     xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
+# The relay is the one image built here. Built when missing or on --build; its wheels
+# come from pip on this host first, so that the build needs no network and the build
+# context (see .dockerignore) holds no secret.
+relay_image() {
+  sed -n 's#^ *image: *\(flask-mpesa-monitor/sms-relay:[^ ]*\).*#\1#p' "$BASE_COMPOSE" | head -n 1
+}
+
+build_relay_wheels() {
+  rm -rf "$WHEELS_DIR"
+  mkdir -p "$WHEELS_DIR"
+  python3 -m pip wheel -q --disable-pip-version-check -w "$WHEELS_DIR" . -r "$RELAY_REQUIREMENTS"
+}
+
+ensure_relay_image() {
+  local image
+  image="$(relay_image)"
+  if [ "$BUILD" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  say "== building $image (wheels in $WHEELS_DIR)"
+  build_relay_wheels || die "pip could not build the relay's wheels into $WHEELS_DIR (pip install needs PyPI or a pip cache here)"
+  compose build sms-relay
+}
+
 # --- verification --------------------------------------------------------------------
 SERVICES=(prometheus alertmanager grafana sms-relay node-exporter postgres-exporter)
 
@@ -409,11 +474,12 @@ verify() {
   done
 
   say "== health endpoints from this host"
-  local pport aport gport rport nport eport
+  local pport aport gport rport naddr nport eport
   pport="$(setting PROMETHEUS_PORT)"; pport="${pport:-9090}"
   aport="$(setting ALERTMANAGER_PORT)"; aport="${aport:-9093}"
   gport="$(setting GRAFANA_PORT)"; gport="${gport:-3000}"
   rport="$(setting SMS_RELAY_PORT)"; rport="${rport:-9099}"
+  naddr="$(setting NODE_EXPORTER_LISTEN_ADDRESS)"; naddr="${naddr:-172.17.0.1}"
   nport="$(setting NODE_EXPORTER_PORT)"; nport="${nport:-9100}"
   eport="$(setting POSTGRES_EXPORTER_PORT)"; eport="${eport:-9187}"
   if prometheus_curl -o /dev/null "http://127.0.0.1:$pport/-/healthy"; then
@@ -425,7 +491,7 @@ verify() {
   probe alertmanager "http://127.0.0.1:$aport/-/healthy" || failed+=("alertmanager /-/healthy")
   probe grafana "http://127.0.0.1:$gport/api/health" || failed+=("grafana /api/health")
   probe sms-relay "http://127.0.0.1:$rport/-/healthy" || failed+=("sms-relay /-/healthy")
-  probe node-exporter "http://127.0.0.1:$nport/metrics" || failed+=("node-exporter /metrics")
+  probe node-exporter "http://$naddr:$nport/metrics" || failed+=("node-exporter /metrics")
   if curl -fsS --max-time 10 "http://127.0.0.1:$eport/metrics" 2>/dev/null | grep -q '^pg_up 1'; then
     say "   ok    postgres-exporter  pg_up 1"
   else
@@ -581,6 +647,7 @@ install_local_dependencies() {
 MODE=deploy
 PROD=0
 HA=0
+BUILD=0
 ENV_FILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -589,6 +656,7 @@ while [ $# -gt 0 ]; do
     --render) MODE=render ;;
     --prod) PROD=1 ;;
     --ha) HA=1 ;;
+    --build) BUILD=1 ;;
     --env-file)
       [ $# -ge 2 ] || die "--env-file needs a file name"
       ENV_FILE="$2"
@@ -626,22 +694,31 @@ case "$MODE" in
     # A local stack (--local) records its processes in .local-stack/pids.json.
     if [ -f .local-stack/pids.json ]; then
       python3 -m examples.demo.localstack --down
-      find_compose >/dev/null 2>&1 || exit 0
     fi
-    find_compose || die "neither docker-compose nor 'docker compose' found"
+    # Nothing runs under Docker without compose, the CLI or an engine: not an error.
+    if ! find_compose >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1 || ! docker_answers; then
+      say "== nothing to stop under Docker (no compose, docker or engine here)"
+      exit 0
+    fi
+    project="$(setting COMPOSE_PROJECT_NAME)"
+    if [ -z "$(docker ps -aq --filter "label=com.docker.compose.project=${project:-mpesa-monitoring}" 2>/dev/null)" ]; then
+      say "== nothing was running"
+      exit 0
+    fi
     compose down --remove-orphans
     say "== stopped (volumes kept: docker volume ls | grep mpesa-monitoring)" ;;
   deploy)
     # Refuse before anything else runs: no docker call on an incomplete configuration.
     check_settings || exit 2
-    find_compose || die "neither docker-compose nor 'docker compose' found"
-    command -v docker >/dev/null 2>&1 || die "docker not found"
+    refuse_placeholders || exit 2
+    need_docker
     run_check || die "validation failed: nothing was started"
     render_files
     if [ "$HA" = 1 ]; then ha_render; fi
+    ensure_relay_image
     say "== docker-compose up"
     MONITORING_CONFIG_DIGEST="$(config_digest)"
     export MONITORING_CONFIG_DIGEST
-    compose up -d --build --remove-orphans
+    compose up -d --remove-orphans
     verify ;;
 esac

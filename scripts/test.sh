@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine as root: installs what the tests
 # need (Debian's Prometheus, Alertmanager, VictoriaMetrics, PostgreSQL, docker-compose
-# and Chromium; the package with its test extra), then runs pytest. Servers are started
-# and stopped by the tests.
+# and Chromium, and for the compose test (marker `docker`) Debian's docker.io engine and
+# debootstrap; the package with its test extra), then runs pytest. Servers are started
+# and stopped by the tests. The compose test runs its own private dockerd (never a
+# system Docker); its images are cached in /var/cache/flask-mpesa-monitor/docker. Skip it
+# with: -m "not docker".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,8 @@ command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the local stack's pages, looked at headless
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)
+[ -x /usr/sbin/dockerd ] || need_apt+=(docker.io)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -40,6 +45,10 @@ PYTHONPATH="$PWD" "$lowest_venv/bin/python" -m pytest -q -p no:cacheprovider \
   tests/test_exposition_gzip.py tests/test_exposition_collectors.py \
   tests/test_exposition_merge.py::test_archiving_dead_workers_keeps_every_sample \
   tests/test_request_hooks_fast_path.py
+echo "== Prometheus and Alertmanager versions the rules and configs are checked with"
+echo "   bookworm: $(promtool --version 2>&1 | head -n 1); $(amtool --version 2>&1 | head -n 1)"
+# Debian unstable keeps only its newest version: say which one this run used.
+python3 -m scripts.current_prometheus | sed 's/^/   unstable: /'
 
 echo "== running the test suite"
 exec python3 -m pytest "$@"

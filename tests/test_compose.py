@@ -108,6 +108,8 @@ def test_compose_has_the_services_network_and_named_volumes() -> None:
     assert set(config["services"]) == SERVICES
     assert "monitoring" in config["networks"]
     for name, service in config["services"].items():
+        if name == "node-exporter":
+            continue  # on the host's network: test_compose_node_exporter_sees_the_host
         assert list(service["networks"]) == ["monitoring"], name
     assert {v["name"] for v in config["volumes"].values()} == {
         "mpesa-monitoring_prometheus_data", "mpesa-monitoring_alertmanager_data",
@@ -115,6 +117,28 @@ def test_compose_has_the_services_network_and_named_volumes() -> None:
     build = config["services"]["sms-relay"]["build"]
     assert build["dockerfile"] == "deploy/sms-relay/Dockerfile"
     assert Path(build["context"]) == ROOT
+
+
+def test_compose_node_exporter_sees_the_host() -> None:
+    """Host network and pid namespace, the host's root under /host, udev data there too."""
+    service = merged(BASE)["services"]["node-exporter"]
+    assert service.get("network_mode") == "host"
+    assert service.get("pid") == "host"
+    assert "ports" not in service and "networks" not in service
+    command = service["command"]
+    assert "--path.rootfs=/host" in command
+    assert "--path.udev.data=/host/run/udev/data" in command
+    assert any(arg.startswith("--web.listen-address=172.17.0.1:") for arg in command), command
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "node-exporter")
+    assert job["static_configs"][0]["targets"] == ["host.docker.internal:9100"]
+
+
+def test_compose_prometheus_3_gets_no_flag_it_refuses() -> None:
+    """expand-external-labels is always on in Prometheus 3, which refuses the flag."""
+    service = merged(BASE)["services"]["prometheus"]
+    assert re.search(r":v3\.5\.\d+$", service["image"]), service["image"]
+    assert not [arg for arg in service["command"] if "expand-external-labels" in arg]
 
 
 def test_compose_images_are_pinned_to_exact_versions() -> None:
@@ -238,8 +262,13 @@ def _copy_repo(tmp_path: Path) -> Path:
     return target
 
 
-def _fake_docker(tmp_path: Path) -> tuple[Path, Path]:
-    """docker and docker-compose stand-ins that log every call; `config` is real."""
+def _fake_docker(tmp_path: Path, engine: bool = True, image: bool = True,
+                 running: bool = True) -> tuple[Path, Path]:
+    """docker and docker-compose stand-ins that log every call; `config` is real.
+
+    engine: whether `docker info` finds an engine; image: whether the relay image
+    exists; running: whether the project has containers.
+    """
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
     log = tmp_path / "docker-calls.log"
@@ -255,6 +284,12 @@ exit 0
 """)
     (bin_dir / "docker").write_text(f"""#!/usr/bin/env bash
 echo "docker $*" >>{log}
+case "$1 $2" in
+  "info "*) {'exit 0' if engine else 'echo "Cannot connect to the Docker daemon" >&2; exit 1'} ;;
+  "image inspect") exit {0 if image else 1} ;;
+  "ps -aq") {'echo fake-container' if running else 'true'}; exit 0 ;;
+  "compose "*) exit 1 ;;
+esac
 [ "$1" = inspect ] && echo healthy
 exit 0
 """)
@@ -272,7 +307,22 @@ def _write_secrets(repo: Path, password: str = "s3cret-Prom.pass") -> None:
     (secrets / "prometheus_password").write_text(password + "\n")
 
 
-def _env_file(path: Path, **overrides: str) -> Path:
+# Own values for the example's placeholders, which a deploy refuses.
+NOT_PLACEHOLDERS = {
+    "ALERTMANAGER_SMTP_FROM": "alertmanager@mpesa-monitor.test",
+    "ALERTMANAGER_SMTP_SMARTHOST": "smtp.mpesa-monitor.test:587",
+    "ALERTMANAGER_SMTP_USERNAME": "alertmanager@mpesa-monitor.test",
+    "ALERTMANAGER_EMAIL_TO_CRITICAL": "oncall@mpesa-monitor.test",
+    "ALERTMANAGER_EMAIL_TO_HIGH": "oncall@mpesa-monitor.test",
+    "ALERTMANAGER_WATCHDOG_URL": "https://deadmans-switch.mpesa-monitor.test/ping/1",
+    "MONITORING_DOMAIN": "monitoring.mpesa-monitor.test",
+}
+
+
+def _env_file(path: Path, placeholders: bool = False, **overrides: str) -> Path:
+    """The example file with overrides; its placeholders replaced unless asked for."""
+    if not placeholders:
+        overrides = {**NOT_PLACEHOLDERS, **overrides}
     lines = []
     for line in EXAMPLE_ENV.read_text().splitlines():
         key = line.split("=", 1)[0]
@@ -449,6 +499,7 @@ def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer
     env = _env_file(tmp_path / "deploy.env", MPESA_APP_TARGETS=f"127.0.0.1:{app.port}",
                     PROMETHEUS_PORT=port, ALERTMANAGER_PORT=port, GRAFANA_PORT=port,
                     SMS_RELAY_PORT=port, NODE_EXPORTER_PORT=port,
+                    NODE_EXPORTER_LISTEN_ADDRESS="127.0.0.1",
                     POSTGRES_EXPORTER_PORT=port, MONITORING_VERIFY_TIMEOUT="10")
     result = run_script(repo, "--env-file", str(env), bin_dir=bin_dir)
     return result, services, app, log
@@ -461,7 +512,9 @@ def test_deploy_verifies_services_and_the_app_on_its_own_port(
     assert "== all checks passed" in result.stdout
     assert "the monitoring stack is up and verified" in result.stdout
     calls = log.read_text()
-    (up,) = [line for line in calls.splitlines() if " up -d --build" in line]
+    (up,) = [line for line in calls.splitlines() if " up -d" in line]
+    assert "--build" not in up, "the relay image exists: nothing to build"
+    assert " build" not in calls
     assert "-p mpesa-monitoring" in up
     assert re.search(r"digest=[0-9a-f]{16}$", up), "no config digest passed to compose up"
     assert len(app.received("/health")) == 1, "the app's /health was not probed on its port"
@@ -532,3 +585,103 @@ def test_compose_operations_doc_matches_the_stack() -> None:
         assert (ROOT / path).exists() or path.startswith("deploy/secrets/"), path
     for secret in re.search(r"REQUIRED_SECRETS=\(([^)]*)\)", SCRIPT.read_text()).group(1).split():
         assert f"`{secret}`" in doc, f"secret {secret} missing from the checklist"
+
+
+# --- refusals in one line, before any check ------------------------------------------
+def _tool_farm(tmp_path: Path, leave_out: set[str]) -> Path:
+    """A PATH directory with every tool of /usr/bin and /bin except leave_out."""
+    farm = tmp_path / "farm"
+    farm.mkdir()
+    for directory in (Path("/usr/bin"), Path("/bin"), Path("/usr/sbin"), Path("/sbin")):
+        if not directory.is_dir():
+            continue
+        for tool in directory.iterdir():
+            if tool.name not in leave_out and not (farm / tool.name).exists():
+                (farm / tool.name).symlink_to(tool)
+    return farm
+
+
+def _assert_one_line_refusal(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "== prometheus config" not in result.stdout, "a check ran before the refusal"
+
+
+def test_deploy_refuses_without_a_docker_engine_in_one_line(tmp_path: Path) -> None:
+    repo = _copy_repo(tmp_path)
+    _write_secrets(repo)
+    bin_dir, log = _fake_docker(tmp_path, engine=False)
+    result = run_script(repo, "--env-file", str(_env_file(tmp_path / "d.env")), bin_dir=bin_dir)
+    _assert_one_line_refusal(result, "no Docker engine answers", "DOCKER_HOST")
+    assert " up " not in log.read_text()
+    assert not (repo / "deploy" / "secrets" / "rendered").exists()
+
+
+def test_deploy_refuses_without_compose_in_one_line(tmp_path: Path) -> None:
+    repo = _copy_repo(tmp_path)
+    _write_secrets(repo)
+    bin_dir, _log = _fake_docker(tmp_path)
+    (bin_dir / "docker-compose").unlink()
+    farm = _tool_farm(tmp_path, {"docker-compose", "docker"})
+    result = subprocess.run(
+        ["bash", str(repo / "deploy-monitoring.sh"), "--env-file", str(_env_file(tmp_path / "d.env"))],
+        capture_output=True, text=True, timeout=120, cwd=repo, stdin=subprocess.DEVNULL,
+        env=_clean_env(PATH=f"{bin_dir}:{farm}"))
+    _assert_one_line_refusal(result, "docker-compose not found", "apt-get install docker-compose")
+
+
+def test_deploy_refuses_placeholder_values_in_one_line(tmp_path: Path) -> None:
+    repo = _copy_repo(tmp_path)
+    _write_secrets(repo)
+    bin_dir, log = _fake_docker(tmp_path)
+    env = _env_file(tmp_path / "d.env", placeholders=True)
+    result = run_script(repo, "--env-file", str(env), bin_dir=bin_dir)
+    _assert_one_line_refusal(result, "placeholder values", "ALERTMANAGER_SMTP_FROM",
+                             "ALERTMANAGER_WATCHDOG_URL", str(env))
+    assert result.returncode == 2
+    assert not log.exists() or " up " not in log.read_text()
+
+
+@pytest.mark.parametrize("engine", [False, True], ids=["no-engine", "engine-idle"])
+def test_down_is_quiet_and_succeeds_when_nothing_runs(tmp_path: Path, engine: bool) -> None:
+    repo = _copy_repo(tmp_path)
+    bin_dir, log = _fake_docker(tmp_path, engine=engine, running=False)
+    result = run_script(repo, "--down", bin_dir=bin_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+    assert " down" not in log.read_text()
+
+
+def test_down_without_compose_is_quiet_and_succeeds(tmp_path: Path) -> None:
+    repo = _copy_repo(tmp_path)
+    farm = _tool_farm(tmp_path, {"docker-compose", "docker"})
+    result = subprocess.run(["bash", str(repo / "deploy-monitoring.sh"), "--down"],
+                            capture_output=True, text=True, timeout=120, cwd=repo,
+                            stdin=subprocess.DEVNULL, env=_clean_env(PATH=str(farm)))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and len(result.stdout.splitlines()) == 1, result
+
+
+def test_down_stops_a_running_stack(tmp_path: Path) -> None:
+    repo = _copy_repo(tmp_path)
+    bin_dir, log = _fake_docker(tmp_path, running=True)
+    result = run_script(repo, "--down", bin_dir=bin_dir)
+    assert result.returncode == 0, result.stderr
+    assert "down --remove-orphans" in log.read_text()
+
+
+def test_dockerignore_sends_only_the_relay_wheels() -> None:
+    """The build context: no secret, no settings file, no .git reaches the daemon."""
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"
+    assert set(lines[1:]) == {"!build/sms-relay-wheels/", "!deploy/sms-relay/requirements.txt"}
+    dockerfile = (ROOT / "deploy" / "sms-relay" / "Dockerfile").read_text()
+    assert "--no-index" in dockerfile and "--find-links=/wheels" in dockerfile
+    copies = re.findall(r"(?m)^COPY\s+(\S+)", dockerfile)
+    assert set(copies) == {"build/sms-relay-wheels/", "deploy/sms-relay/requirements.txt"}

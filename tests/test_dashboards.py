@@ -168,7 +168,13 @@ def test_dashboards_sdk_pin_matches_the_grafana_compose_runs() -> None:
     setup = (ROOT / "setup.cfg").read_text()
     pin = re.search(r"grafana-foundation-sdk==(\d+)!(\d+)\.(\d+)\.0", setup)
     assert pin, "setup.cfg must pin grafana-foundation-sdk to one exact build (epoch!version)"
-    assert pin.group(2, 3) == grafana.groups(), (pin.group(0), image)
+    if int(grafana.group(1)) >= 12:
+        # Grafana 12 and 13 have no SDK builds with an epoch (alpha builds only): the
+        # newest stable build (11.6) writes the classic dashboard model, which they load
+        # and migrate; the round-trip test below checks the JSON against those models.
+        assert pin.group(2, 3) == ("11", "6"), (pin.group(0), image)
+    else:
+        assert pin.group(2, 3) == grafana.groups(), (pin.group(0), image)
     installed = importlib.metadata.version("grafana-foundation-sdk")
     assert installed == pin.group(0).split("==")[1], \
         f"installed {installed}, setup.cfg pins {pin.group(0)}: pip install -e .[test]"
