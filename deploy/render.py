@@ -41,7 +41,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 #: The repository: the templates are read from here, whatever the current directory.
@@ -360,8 +360,7 @@ GROUP_DASHBOARDS: dict[str, tuple[str, bool]] = {
 ORGANIZATION_DASHBOARD = "mpesa-organization"
 
 
-@dataclass(frozen=True)
-class Links:
+class Links(NamedTuple):
     """Where alert links point: ``runbook_url`` and ``dashboard_url`` of every alert.
 
     ``runbooks`` is the runbook page (a section per alert is appended); ``dashboards`` the
