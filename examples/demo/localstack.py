@@ -292,7 +292,7 @@ class LocalStack:
             "SMS_RELAY_BASE_URL": self.url("inbox"), "SMS_RELAY_AT_USERNAME": "sandbox",
             "SMS_RELAY_AT_API_KEY_FILE": str(self.state_dir / "secrets" / "at_api_key"),
             "SMS_RELAY_HOST": "127.0.0.1", "SMS_RELAY_PORT": str(self.ports["relay"]),
-            "SMS_RELAY_DEDUP_SECONDS": "300"})
+            "SMS_RELAY_DEDUP_SECONDS": "3600"})  # per incident: a new incident is always texted
         for name, path in (("simulator", "/sim/config"), ("inbox", "/api/stats"), ("relay", "/-/healthy")):
             wait_http(self.url(name) + path, timeout=20)
         env = {
