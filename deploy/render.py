@@ -16,17 +16,24 @@ tests read them as they are); every rendered file goes under the output director
 ``alertmanager.yml``                deploy/alertmanager/alertmanager.yml, SMTP, e-mail
                                     recipients, watchdog URL
 ``targets/mpesa-mcp.json``          the app's scrape targets (MPESA_APP_TARGETS)
-``rules/slo-objective.yml``         deploy/prometheus/rules/slo-objective.yml with
-                                    MPESA_SLO_OBJECTIVE; mounted over the committed one
+``rules/*.yml``                     deploy/prometheus/rules: MPESA_SLO_OBJECTIVE, every
+                                    alert's runbook_url (MPESA_RUNBOOK_URL) and
+                                    dashboard_url (GRAFANA_ROOT_URL), the job selector
 ==================================  ===============================================
 
 Standard library only (a bare monitoring host has no PyYAML): the templates mark the
 lines to replace with a ``# rendered`` comment, so they are edited line by line and keep
 their comments.
 
+The rule files are also rendered for the local stack and the end-to-end tests
+(``render_rules``): with ``--fast`` every duration is divided by :data:`FAST_FACTOR`.
+``slo-windows`` prints the generated deploy/prometheus/rules/slo-windows.yml.
+
 Usage (deploy-monitoring.sh passes the settings)::
 
     python3 deploy/render.py render --out deploy/secrets/rendered --targets app:5000 ...
+    python3 deploy/render.py rules --out /tmp/rules --factor 15 && promtool check rules /tmp/rules/*.yml
+    python3 deploy/render.py slo-windows > deploy/prometheus/rules/slo-windows.yml
     curl ... /api/v1/query | python3 deploy/render.py query-value
 """
 
@@ -591,6 +598,7 @@ def render_all(out: Path, *, targets: str, slo_objective: str, prometheus_user: 
     old_web = web_path.read_text(encoding="utf-8") if web_path.exists() else None
     hashed = bcrypt_hash(password, prometheus_user, existing_hash(old_web, prometheus_user))
     target_list = split_targets(targets)
+    job = job or DEFAULT_JOB
     links = Links(runbooks=runbook_url or DEFAULT_RUNBOOK_URL, dashboards=grafana_url or None)
     rules = {path.name: render_rule_file(path.read_text(encoding="utf-8"), links=links, job=job,
                                          slo_objective=slo_objective if path.name == "slo-objective.yml" else None,
@@ -602,9 +610,9 @@ def render_all(out: Path, *, targets: str, slo_objective: str, prometheus_user: 
            if name == "slo-objective.yml" else "rule file") for name, text in rules.items()),
         (out / "prometheus.yml",
          render_marked((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"),
-                       variables={"PROMETHEUS_BASIC_AUTH_USER": prometheus_user},
+                       variables={"PROMETHEUS_BASIC_AUTH_USER": prometheus_user, "MPESA_APP_JOB": job},
                        source="deploy/prometheus/prometheus.yml"),
-         f"basic-auth user {prometheus_user}"),
+         f"basic-auth user {prometheus_user}, app job {job}"),
         (web_path, render_web_config((PROMETHEUS_DIR / "web.yml").read_text(encoding="utf-8"), prometheus_user,
                                      hashed, source="deploy/prometheus/web.yml"),
          "bcrypt hash of the password file"),

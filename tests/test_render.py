@@ -381,3 +381,18 @@ def test_slo_windows_are_generated_from_one_loop_and_committed() -> None:
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
         assert f":mpesa_stk_errors:ratio_rate{window}" in records
         assert f":mpesa_stk_attempts:rate{window}" in records
+
+
+def test_render_sets_the_app_job_in_the_scrape_config_and_the_rules(tmp_path: Path) -> None:
+    password = tmp_path / "prometheus_password"
+    password.write_text("s3cret-pass\n")
+    out = tmp_path / "rendered"
+    assert render.main(_render_args(out, password, job="payments-api", **{"grafana-url": "https://g.example/",
+                                                                          "runbook-url": "https://rb.example/r.md"})) == 0
+    jobs = [job["job_name"] for job in yaml.safe_load((out / "prometheus.yml").read_text())["scrape_configs"]]
+    assert "payments-api" in jobs and "mpesa-mcp" not in jobs
+    app = yaml.safe_load((out / "rules" / "app.yml").read_text())
+    down = next(r for g in app["groups"] for r in g["rules"] if r.get("alert") == "MPesaMCPDown")
+    assert 'up{job="payments-api"}' in down["expr"]
+    assert down["annotations"]["runbook_url"] == "https://rb.example/r.md#mpesamcpdown"
+    assert down["annotations"]["dashboard_url"].endswith("https://g.example/d/mpesa-overview{{ end }}")

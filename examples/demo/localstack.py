@@ -306,7 +306,6 @@ class LocalStack:
             "MPESA_MONITOR_DARAJA_BASE_URL": self.url("simulator"),
             "MPESA_MONITOR_HEALTH_INTERVAL": "1" if self.fast else "15",
             "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
-            "MPESA_MONITOR_RUNBOOK_URL": render.DEFAULT_RUNBOOK_URL,
             **self.app_env,
         }
         self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,
