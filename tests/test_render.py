@@ -396,3 +396,17 @@ def test_render_sets_the_app_job_in_the_scrape_config_and_the_rules(tmp_path: Pa
     assert 'up{job="payments-api"}' in down["expr"]
     assert down["annotations"]["runbook_url"] == "https://rb.example/r.md#mpesamcpdown"
     assert down["annotations"]["dashboard_url"].endswith("https://g.example/d/mpesa-overview{{ end }}")
+
+
+def test_local_stack_renders_fast_rules_with_its_own_loopback_links(tmp_path: Path) -> None:
+    from examples.demo.localstack import LocalStack
+
+    stack = LocalStack(state_dir=tmp_path / "stack", fast=True)
+    stack.render()
+    rules = _rules(tmp_path / "stack" / "config" / "rules")
+    inbox = stack.url("inbox")
+    overview = rules["HighErrorRate"][1]
+    assert overview["for"] == "8s" and overview["keep_firing_for"] == "8s"
+    assert overview["annotations"]["dashboard_url"].endswith(f"{inbox}/dashboards#mpesa-overview{{{{ end }}}}")
+    assert "over the last 20s" in overview["annotations"]["description"]
+    assert f"--web.external-url={stack.url('prometheus')}" in stack.prometheus_args()

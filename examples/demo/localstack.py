@@ -254,6 +254,12 @@ class LocalStack:
         self.alertmanager_config = render_alertmanager(self.ports, self.fast)
         (config_dir / "alertmanager.yml").write_text(yaml.safe_dump(self.alertmanager_config, sort_keys=False))
 
+    def prometheus_args(self) -> list[str]:
+        """Prometheus' flags beyond the server's own: the external URL makes each alert's
+        "Source" link (generatorURL) an address that works here, not the host name."""
+        extra = [f"--web.external-url={self.url('prometheus')}"]
+        return extra + (["--rules.alert.resend-delay=1s"] if self.fast else [])
+
     def _python(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> ManagedProcess:
         process = ManagedProcess([sys.executable, "-m", module, *args], env={"PYTHONPATH": str(REPO), **(env or {})},
                                  cwd=REPO, log_path=self.state_dir / "logs" / f"{name}.log", name=name)
@@ -306,6 +312,9 @@ class LocalStack:
             "MPESA_MONITOR_DARAJA_BASE_URL": self.url("simulator"),
             "MPESA_MONITOR_HEALTH_INTERVAL": "1" if self.fast else "15",
             "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
+            # The suspicious-IP window on the fast clock too (900 s / 15), so that
+            # AuthenticationBruteForce resolves within its bound.
+            "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if self.fast else "900",
             **self.app_env,
         }
         self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,
@@ -317,12 +326,8 @@ class LocalStack:
                                                port=self.ports["alertmanager"], base_dir=self.state_dir / "alertmanager")
         self.alertmanager.start()
         self.processes.append(self.alertmanager)
-        # The external URL makes each alert's "Source" link (generatorURL) an address that
-        # works here, not the machine's host name.
-        extra = [f"--web.external-url={self.url('prometheus')}"]
-        extra += ["--rules.alert.resend-delay=1s"] if self.fast else []
         self.prometheus = PrometheusServer(self.state_dir / "config" / "prometheus.yml", port=self.ports["prometheus"],
-                                           base_dir=self.state_dir / "prometheus", extra_args=extra)
+                                           base_dir=self.state_dir / "prometheus", extra_args=self.prometheus_args())
         self.prometheus.start()
         self.processes.append(self.prometheus)
         self._wait_until_scraping()
