@@ -46,7 +46,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from .config import RelaySettings
-from .dedup import DedupStore
+from .dedup import DedupStore, incident_key
 from .masking import get_logger, mask_phone, mask_phones
 from .message import format_sms, format_summary
 from .payload import Alert, Notification, PayloadError, parse_notification
@@ -151,10 +151,10 @@ class Relay:
         name = alert.labels.get("alertname", "")
         pending = []
         for number in self.settings.recipients:
-            if self.store.seen((alert.fingerprint, alert.status, number)):
+            if self.store.seen(incident_key(alert.fingerprint, alert.starts_at, alert.status, number)):
                 outcome.deduplicated += 1
                 self.messages.labels(self.provider.name, "deduplicated").inc()
-                logger.info("already texted %s %s to %s within %ss; skipped",
+                logger.info("already texted this incident (%s %s) to %s within %ss; skipped",
                             alert.status, name, mask_phone(number), self.settings.dedup_seconds)
             elif sent_to[number] >= self.settings.max_texts_per_notification:
                 overflow.setdefault(number, []).append(alert)
@@ -185,7 +185,8 @@ class Relay:
         for delivery in self.provider.send(text, numbers):
             if delivery.ok:
                 for alert in alerts:
-                    self.store.record((alert.fingerprint, alert.status, delivery.recipient))
+                    self.store.record(incident_key(alert.fingerprint, alert.starts_at, alert.status,
+                                                   delivery.recipient))
                 outcome.sent += 1
                 self.messages.labels(self.provider.name, "sent").inc()
                 logger.info("texted %s to %s via %s", what, mask_phone(delivery.recipient), self.provider.name)
