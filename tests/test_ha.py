@@ -272,10 +272,10 @@ def _by_labels(result: list[dict[str, Any]]) -> dict[tuple[tuple[str, str], ...]
     return out
 
 
-#: Gauges of a moment (requests being served, pool connections in use, health check
-#: states, CPU and memory): the sample kept of an interval may be the other replica's,
-#: read at another moment, on a loaded machine: one apart is fine.
-_INSTANT_GAUGE = re.compile(r"_in_progress|_active_connections|_health_check_|_usage_ratio")
+#: Gauges of a moment (requests being served, pool connections in use, STK pushes
+#: pending, health check states, CPU and memory): the sample kept of an interval may be
+#: the other replica's, read at another moment, on a loaded machine: one apart is fine.
+_INSTANT_GAUGE = re.compile(r"_in_progress|_active_connections|_stk_pending|_health_check_|_usage_ratio")
 _RANGE = re.compile(r"\[(\d+)([smhd])(?::\d+[smhd])?\]")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
