@@ -167,7 +167,7 @@ def _populate_dir(impl: str, orgs: int, workers: int, directory: Path) -> tuple[
             proc.kill()
             out, err = proc.communicate()
         if proc.returncode != 0:
-            errors.append(err[-3000:])
+            errors.append(f"exit status {proc.returncode}\n{err[-3000:]}")
         else:
             lock_errors += json.loads(out.strip().splitlines()[-1]).get("lock_errors", 0)
     if errors:
