@@ -44,6 +44,17 @@ CONTRACT = {
     "mpesa_mcp_build_info": ("gauge", {"version"}),
     "mpesa_revenue_unverified_total": ("counter", {"organization", "currency", "reason"}),
     "mpesa_stk_callbacks_late_total": ("counter", {"organization"}),
+    # M-Pesa flows beyond STK push, and the seed's helpers
+    "mpesa_c2b_validation_duration_seconds": ("histogram", {"organization"}),
+    "mpesa_c2b_validations_total": ("counter", {"organization", "shortcode", "result", "reason"}),
+    "mpesa_c2b_confirmations_total": ("counter", {"organization", "shortcode"}),
+    "mpesa_async_queue_timeouts_total": ("counter", {"organization", "api"}),
+    "mpesa_payouts_total": ("counter", {"organization", "currency"}),
+    "mpesa_b2c_float_balance": ("gauge", {"organization", "currency"}),
+    "mpesa_stk_reconciled_total": ("counter", {"organization", "result"}),
+    "mpesa_mobile_app_requests_total": ("counter", {"app_version"}),
+    "mpesa_cache_requests_total": ("counter", {"cache", "result"}),
+    "mpesa_daraja_environment_info": ("gauge", {"daraja_environment"}),
 }
 
 
