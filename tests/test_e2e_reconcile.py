@@ -67,3 +67,18 @@ def test_e2e_callbacks_lost_are_recovered_by_stk_query_once(stack):
     assert metric(stack, ok) == PUSHES
     assert metric(stack, f'mpesa_stk_callbacks_late_total{{organization="{ORG}"}}') == 0
     assert metric(stack, missing) == PUSHES
+
+
+FLOW_METRICS = ("mpesa_c2b_", "mpesa_b2c_", "mpesa_payouts_", "mpesa_stk_reconciled_", "mpesa_async_queue_")
+
+
+def test_e2e_flow_panels_show_data_on_the_real_prometheus(stack):
+    """The C2B, B2C and reconciliation panels answer (a tenant without those flows sees
+    0, not "No data") from the stack's Prometheus, after the recovery above."""
+    from tests.dashboard_queries import dashboard_queries
+
+    queries = [q for q in dashboard_queries(organization=ORG, rate_interval="1m", range_="1h")
+               if any(name in q.expr for name in FLOW_METRICS)]
+    assert len(queries) >= 10
+    empty = [(q.dashboard, q.panel, q.expr) for q in queries if not stack.prometheus.query(q.expr)]
+    assert not empty, "panels without data:\n" + "\n".join(map(str, empty))
