@@ -302,3 +302,15 @@ def test_daraja_environment_is_its_own_label_on_its_own_metric():
     assert metrics.build_info._labelnames == ("version",)
     with pytest.raises(ValueError, match="MPESA_MONITOR_DARAJA_ENVIRONMENT"):
         make(MPESA_MONITOR_DARAJA_ENVIRONMENT="staging")
+
+
+def test_transaction_status_result_recovers_a_missing_push():
+    """Transaction Status answers through its ResultURL: a ``Result`` body, read in its column."""
+    _, monitor = make()
+    acme = Org("recon-status")
+    monitor.record_stk_push("recon-status", "ws_CO_recon_5", 60)
+    tracker(monitor).expire(now=time.time() + 61)
+    body = {"Result": {"ResultType": 0, "ResultCode": 0, "ResultDesc": "The service request is processed successfully.",
+                       "ConversationID": "AG_status_1", "OriginatorConversationID": "oc-status-1"}}
+    result = monitor.record_stk_query("recon-status", "ws_CO_recon_5", body, api="transaction_status")
+    assert result.match == "recovered" and acme.recovered.change() == 1 and acme.revenue.change() == 60
