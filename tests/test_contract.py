@@ -119,6 +119,20 @@ def _exercise_every_entry_point():
     metrics.system_memory_usage_ratio.set(0.1)
     metrics.system_disk_usage_ratio.set(0.1)
     monitor_mpesa_operation("stk_push")(lambda org_id: None)("a b")  # an overflowing label
+    # M-Pesa flows beyond STK push, and the seed's helpers
+    monitor.record_stk_push("contract", "ws_CO_contract_query", 10)
+    monitor._state().transactions.expire(now=10**10)
+    monitor.record_stk_query("contract", "ws_CO_contract_query", {"ResultCode": "0", "ResultDesc": "ok"})
+    monitor.record_c2b_validation("contract", "600984", "0", 0.2)
+    monitor.record_c2b_confirmation({"TransID": "CONTRACT01", "TransAmount": "10", "BusinessShortCode": "600984"},
+                                    "contract")
+    monitor.record_mpesa_result({"Result": {"ResultCode": 0, "ConversationID": "AG_contract", "ResultParameters": {
+        "ResultParameter": [{"Key": "TransactionAmount", "Value": 10},
+                            {"Key": "B2CUtilityAccountAvailableFunds", "Value": 1000}]}}}, "contract")
+    monitor.record_queue_timeout("contract", "b2c")
+    monitor.record_cache("tokens", True)
+    metrics.daraja_environment_info.labels("sandbox").set(1)
+    client.get("/metrics", headers={"X-App-Version": "1.0.0"})
     return client.get("/metrics").text
 
 
