@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger
 from .stk_store import MAX_ID_LENGTH, Completion, valid_id
-
-if TYPE_CHECKING:
-    from .transactions import TransactionTracker
+from .transactions import TransactionTracker, valid_amount
 
 log = get_logger(__name__)
 
@@ -145,8 +143,6 @@ class AsyncResultTracker:
         outcome = daraja.classify_result_code(code, name)
         params = parameters(result)
         org = tenancy.organizations(organization)
-        from .transactions import valid_amount
-
         amount = 0.0
         if name == "b2c" and outcome == daraja.SUCCESS:
             amount = valid_amount(params.get("TransactionAmount"), self.transactions.max_amount) or 0.0

@@ -17,14 +17,12 @@ shared table as STK pushes (Daraja retries confirmations).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger
 from .stk_store import MAX_ID_LENGTH, Completion, valid_id
-
-if TYPE_CHECKING:
-    from .transactions import TransactionTracker
+from .transactions import TransactionTracker, valid_amount
 
 log = get_logger(__name__)
 
@@ -102,8 +100,6 @@ class C2BTracker:
         trans_id = valid_id(_text(payload, "TransID"))
         if trans_id is None or len(trans_id) > MAX_ID_LENGTH - len(KEY_PREFIX):
             raise InvalidConfirmation("C2B confirmation has no TransID (at most 60 printable characters).")
-        from .transactions import valid_amount
-
         amount = valid_amount(payload.get("TransAmount"), self.transactions.max_amount)
         if amount is None:
             raise InvalidConfirmation(

@@ -21,23 +21,26 @@ app context, on the app this monitor was last initialised with.
 
 from __future__ import annotations
 
+import functools
+import time
 import weakref
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
 from . import metrics, tenancy
 from ._version import __version__
 from .alerts import AlertLevel
+from .b2c import AsyncResult
+from .c2b import ConfirmationResult, InvalidConfirmation
 from .cli import monitor as monitor_commands
 from .config import MonitorConfig
 from .health import HealthCheck, HealthReport
+from .health.checks import EncryptionCheck
 from .redact import get_logger
 from .state import EXTENSION_KEY, MonitorState
 from .summary import AccessRule
-from .b2c import AsyncResult
-from .c2b import ConfirmationResult, InvalidConfirmation
-from .health.checks import EncryptionCheck
 from .transactions import CallbackResult
 from .views import bp
 
@@ -51,8 +54,6 @@ def daraja_environment(configured: str | None, base_url: str | None) -> str | No
     is the sandbox, api.safaricom.co.ke production), else None (no series)."""
     if configured:
         return configured
-    from urllib.parse import urlsplit
-
     host = (urlsplit(base_url).hostname or "") if base_url else ""
     if host == "sandbox.safaricom.co.ke":
         return "sandbox"
@@ -221,16 +222,13 @@ class MPesaMonitor:
         ``ResultCode`` of the JSON it returns), with the request's ``BusinessShortCode``.
         The organization is the view argument ``organization_arg`` (default ``org_id``
         or ``organization_id``), else the request's resolved organization."""
-        import functools
-        import time as _time
-
         def decorate(func: F) -> F:
             @functools.wraps(func)
             def view(*args: Any, **kwargs: Any) -> Any:
-                start = _time.perf_counter()
+                start = time.perf_counter()
                 response = func(*args, **kwargs)
                 try:
-                    self._count_validation(response, kwargs, organization_arg, _time.perf_counter() - start)
+                    self._count_validation(response, kwargs, organization_arg, time.perf_counter() - start)
                 except Exception:  # monitoring never breaks the request it watches
                     log.exception("could not count the C2B validation")
                 return response

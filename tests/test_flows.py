@@ -6,15 +6,14 @@ import time
 
 import pytest
 from flask import Flask, jsonify, request
+from metric_values import Delta, value
+from test_transactions import callback
 
 from flask_mpesa_monitor import MPesaMonitor, metrics
 from flask_mpesa_monitor.b2c import AsyncResultTracker, InvalidResult, utility_balance
 from flask_mpesa_monitor.c2b import C2BTracker, InvalidConfirmation
 from flask_mpesa_monitor.stk_store import SQLitePendingStore
 from flask_mpesa_monitor.transactions import TransactionTracker
-
-from metric_values import Delta, value
-from test_transactions import callback
 
 
 def make(**config):

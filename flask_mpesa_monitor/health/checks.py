@@ -8,6 +8,7 @@ the figures stay current whichever way the check ran (background, on demand, CLI
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -278,8 +279,6 @@ class EncryptionCheck:
         self.decrypt = decrypt
 
     def __call__(self) -> Outcome:
-        import os
-
         sample = os.urandom(self.SAMPLE_BYTES)
         try:
             sealed = self.encrypt(sample)
