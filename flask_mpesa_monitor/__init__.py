@@ -8,6 +8,8 @@
 from . import metrics
 from ._version import __version__
 from .alerts import AlertLevel
+from .b2c import AsyncResult, InvalidResult
+from .c2b import ConfirmationResult, InvalidConfirmation
 from .extension import MPesaMonitor
 from .config import MonitorConfig
 from .instrument import monitor_database_operation, monitor_mcp_tool, monitor_mpesa_operation
@@ -16,8 +18,12 @@ from .transactions import CallbackResult, InvalidCallback
 
 __all__ = [
     "AlertLevel",
+    "AsyncResult",
     "CallbackResult",
+    "ConfirmationResult",
     "InvalidCallback",
+    "InvalidConfirmation",
+    "InvalidResult",
     "MPesaMonitor",
     "MonitorConfig",
     "MonitorState",

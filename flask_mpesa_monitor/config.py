@@ -244,6 +244,28 @@ def _amount(value: Any) -> float:
     return _number("must be an amount above 0 and at most 1e12", 1e12)(value)
 
 
+#: The two Daraja environments (the ``daraja_environment`` label).
+DARAJA_ENVIRONMENTS = ("sandbox", "production")
+_APP_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$")
+
+
+def _daraja_environment(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value.lower() not in DARAJA_ENVIRONMENTS:
+        raise ValueError("must be sandbox or production (or empty: from the Daraja base URL)")
+    return value.lower()
+
+
+def _app_versions(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(v, str) and _APP_VERSION_RE.match(v) for v in value):
+        raise ValueError("must be a list of app versions such as 1.4.2 (letters, digits, . + _ -)")
+    return frozenset(value)
+
+
 def _secret_file(value: Any) -> str | None:
     value = _optional_str(value)
     if value is not None and not os.path.isfile(value):
@@ -356,6 +378,15 @@ class MonitorConfig:
         None, _secret, "Daraja consumer secret (never shown in output or logs).", show=_shown_secret)
     daraja_latency_threshold: float = setting(
         2.0, _seconds, "Seconds above which the `mpesa_api` check is `degraded`.")
+    daraja_environment: str | None = setting(
+        None, _daraja_environment,
+        "`sandbox` or `production`: the `daraja_environment` label of `mpesa_daraja_environment_info`; "
+        "empty: read from the Daraja base URL's host.")
+    app_version_header: str = setting(
+        "X-App-Version", _header, "Request header carrying the mobile app's version (`mpesa_mobile_app_requests_total`).")
+    app_versions: frozenset[str] = setting(
+        frozenset(), _app_versions,
+        "Allowed mobile app versions (others count as `other`); empty: any well-formed version, bounded.")
     health_interval: float = setting(
         15.0, _seconds, "Seconds between background runs of the health checks.")
     health_timeout: float = setting(

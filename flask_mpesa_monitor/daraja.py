@@ -1,11 +1,13 @@
-"""Daraja result and error codes -> outcome class (the table in docs/DESIGN.md).
+"""Daraja result and error codes -> outcome class, per API (the table in docs/DESIGN.md).
 
 The outcome decides who gets paged: ``customer_cancelled`` and ``customer_error`` are a
 customer's doing and never page anyone; ``provider_error`` and ``system_error`` are
 Safaricom's or ours and feed the alerts; ``timeout`` (the customer's phone could not be
 reached) is watched against its baseline.
 
-Precedence, as Daraja sends them: a final ``ResultCode`` (callback or query result) wins
+A code is classified per API (:data:`APIS`), found from the operation name
+(:func:`api_of`): ``2001`` is a wrong PIN on STK Push but invalid initiator credentials
+on B2C. Precedence, as Daraja sends them: a final ``ResultCode`` (callback or query result) wins
 over the acknowledgement's ``ResponseCode``; an ``errorCode`` in the body wins over the
 HTTP status. Codes arrive as int or string.
 
@@ -13,6 +15,8 @@ HTTP status. Codes arrive as int or string.
 'customer_cancelled'
 >>> classify({"errorCode": "500.003.02", "errorMessage": "Spike arrest violation"}, http_status=500)
 'provider_error'
+>>> classify({"Result": {"ResultCode": 2001}}, operation="b2c")
+'system_error'
 """
 
 from __future__ import annotations
@@ -27,29 +31,96 @@ PROVIDER_ERROR = "provider_error"
 SYSTEM_ERROR = "system_error"
 PENDING = "pending"
 
-RESULT_CODES: dict[str, str] = {
-    "0": SUCCESS,
-    "1032": CUSTOMER_CANCELLED,
-    **dict.fromkeys(("1", "2", "3", "4", "8", "2001", "8006", "1001", "17"), CUSTOMER_ERROR),
-    **dict.fromkeys(("1037", "1019"), TIMEOUT),
-    **dict.fromkeys(("1025", "9999", "26"), PROVIDER_ERROR),
-    **dict.fromkeys(("2028", "SFC_IC0003"), SYSTEM_ERROR),
+#: The Daraja APIs whose codes this module knows, one column each in the outcome table
+#: of docs/DESIGN.md. A code does not mean the same on all of them: ``2001`` is the
+#: customer's wrong PIN on STK Push but the business's invalid initiator on B2C; ``1``
+#: is the customer's balance on STK Push but the shortcode's float on B2C.
+APIS = ("stk_push", "stk_query", "c2b", "b2c", "reversal", "transaction_status", "account_balance")
+#: The APIs where the "customer" of a code is the business itself (float, initiator).
+BUSINESS_APIS = frozenset({"b2c", "reversal", "transaction_status", "account_balance"})
+STK_APIS = frozenset({"stk_push", "stk_query"})
+
+#: Operation names (``monitor_mpesa_operation``'s first argument) that are not an API's
+#: own name: b2b pays from the business's float like b2c; C2B's URL registration and
+#: endpoints are C2B. Any other operation is read by its prefix (``b2c_payment`` is
+#: b2c); an operation of no known API (``token_refresh``) gets the STK Push column.
+OPERATION_APIS = {"b2b": "b2c", "c2b_register": "c2b", "c2b_validation": "c2b",
+                  "c2b_confirmation": "c2b", "stk_status": "stk_query", "mpesa_express": "stk_push"}
+DEFAULT_API = "stk_push"
+
+
+def api_of(operation: str | None) -> str:
+    """The API (a column of the outcome table) of an operation name."""
+    if not operation:
+        return DEFAULT_API
+    if operation in APIS:
+        return operation
+    if operation in OPERATION_APIS:
+        return OPERATION_APIS[operation]
+    for api in sorted(APIS, key=len, reverse=True):
+        if operation.startswith(api + "_"):
+            return api
+    return DEFAULT_API
+
+
+def _per_api(default: str, **outcomes: str) -> dict[str, str]:
+    """A row of the table: ``default`` on every API but those named."""
+    unknown = set(outcomes) - set(APIS) - {"stk", "business"}
+    assert not unknown, unknown
+    row = dict.fromkeys(APIS, default)
+    for api in APIS:
+        if "stk" in outcomes and api in STK_APIS:
+            row[api] = outcomes["stk"]
+        if "business" in outcomes and api in BUSINESS_APIS:
+            row[api] = outcomes["business"]
+    row.update({api: outcome for api, outcome in outcomes.items() if api in APIS})
+    return row
+
+
+#: ResultCode -> outcome per API. STK Query answers with the callback's ResultCodes;
+#: C2B's own codes are those the app answers validation with (a rejection reason).
+RESULT_CODES: dict[str, dict[str, str]] = {
+    "0": _per_api(SUCCESS),
+    "1032": _per_api(SYSTEM_ERROR, stk=CUSTOMER_CANCELLED),
+    # 1: the customer's balance on STK; the shortcode's float (utility account) on B2C.
+    "1": _per_api(SYSTEM_ERROR, stk=CUSTOMER_ERROR),
+    # 2001: wrong PIN on STK; invalid initiator credentials on the business APIs.
+    "2001": _per_api(SYSTEM_ERROR, stk=CUSTOMER_ERROR),
+    "8006": _per_api(SYSTEM_ERROR, stk=CUSTOMER_ERROR),
+    **dict.fromkeys(("2", "3", "4", "1001"), _per_api(SYSTEM_ERROR, stk=CUSTOMER_ERROR)),
+    # 8: the receiving customer's maximum balance would be exceeded (STK and B2C alike).
+    "8": _per_api(SYSTEM_ERROR, stk=CUSTOMER_ERROR, b2c=CUSTOMER_ERROR),
+    # 17: the same-amount rule on STK; an internal failure of M-Pesa elsewhere.
+    "17": _per_api(PROVIDER_ERROR, stk=CUSTOMER_ERROR),
+    **dict.fromkeys(("1037", "1019"), _per_api(SYSTEM_ERROR, stk=TIMEOUT)),
+    **dict.fromkeys(("1025", "9999", "26"), _per_api(PROVIDER_ERROR)),
+    **dict.fromkeys(("2028", "SFC_IC0003"), _per_api(SYSTEM_ERROR)),
+    # 2040: the B2C recipient is not a registered M-Pesa customer.
+    "2040": _per_api(SYSTEM_ERROR, b2c=CUSTOMER_ERROR),
+    # C2B validation answers: the customer's input (phone, account, amount, KYC) or the
+    # wrong shortcode was refused; C2B00016 is the app's "other error".
+    **dict.fromkeys(("C2B00011", "C2B00012", "C2B00013", "C2B00014"), _per_api(SYSTEM_ERROR, c2b=CUSTOMER_ERROR)),
+    **dict.fromkeys(("C2B00015", "C2B00016"), _per_api(SYSTEM_ERROR)),
 }
 
-#: For B2C, reversal, status and balance the "customer" is the business itself: float,
-#: initiator credentials. These codes are then the business's problem.
+#: For compatibility: the business APIs, by their operation names.
 BUSINESS_OPERATIONS = frozenset({"b2c", "b2b", "reversal", "transaction_status", "account_balance"})
-BUSINESS_SYSTEM_CODES = frozenset({"1", "2001", "8006"})
 
-ERROR_CODES: dict[str, str] = {
-    "500.003.02": PROVIDER_ERROR,  # spike arrest
-    "500.003.03": PROVIDER_ERROR,  # quota violation
-    "500.003.1001": PROVIDER_ERROR,  # internal server error
-    "404.001.03": SYSTEM_ERROR,  # invalid access token
-    "400.003.01": SYSTEM_ERROR,  # invalid access token
-    "401.002.01": SYSTEM_ERROR,  # invalid authentication
-    "400.002.02": SYSTEM_ERROR,  # bad request
+#: errorCode -> outcome per API (the synchronous answer to a request).
+ERROR_CODES: dict[str, dict[str, str]] = {
+    **dict.fromkeys(("500.003.02", "500.003.03", "500.003.1001"), _per_api(PROVIDER_ERROR)),
+    **dict.fromkeys(("404.001.03", "400.003.01", "401.002.01", "400.002.02", "404.001.04"), _per_api(SYSTEM_ERROR)),
+    # A duplicate OriginatorConversationID on the async APIs: our request reused an id
+    # (the first request may have gone through: check before resending). STK and C2B
+    # send it as a plain server error.
+    "500.002.1001": _per_api(PROVIDER_ERROR, business=SYSTEM_ERROR),
 }
+
+#: 500.001.1001 is decided by its errorMessage: (text in the message, outcome per API).
+LOCKED_MESSAGES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("being processed", _per_api(PENDING)),
+    ("unable to lock subscriber", _per_api(SYSTEM_ERROR, stk=CUSTOMER_ERROR)),
+)
 
 
 def _code(value: Any) -> str:
@@ -57,25 +128,22 @@ def _code(value: Any) -> str:
 
 
 def classify_result_code(code: Any, operation: str | None = None) -> str:
-    """Outcome of a ``ResultCode`` (STK callback, query or B2C result)."""
-    code = _code(code)
-    if operation in BUSINESS_OPERATIONS and code in BUSINESS_SYSTEM_CODES:
-        return SYSTEM_ERROR
-    return RESULT_CODES.get(code, SYSTEM_ERROR)
+    """Outcome of a ``ResultCode`` (callback, query or async result) on the operation's API."""
+    row = RESULT_CODES.get(_code(code))
+    return row[api_of(operation)] if row is not None else SYSTEM_ERROR
 
 
-def classify_error_code(code: Any, message: str | None = None) -> str:
+def classify_error_code(code: Any, message: str | None = None, operation: str | None = None) -> str:
     """Outcome of a Daraja ``errorCode`` (with its ``errorMessage`` where it decides)."""
-    code = _code(code)
+    code, api = _code(code), api_of(operation)
     if code == "500.001.1001":
         text = (message or "").lower()
-        if "being processed" in text:
-            return PENDING
-        if "unable to lock subscriber" in text:
-            return CUSTOMER_ERROR
+        for needle, row in LOCKED_MESSAGES:
+            if needle in text:
+                return row[api]
         return SYSTEM_ERROR
     if code in ERROR_CODES:
-        return ERROR_CODES[code]
+        return ERROR_CODES[code][api]
     if code.startswith("5"):
         return PROVIDER_ERROR
     return SYSTEM_ERROR
@@ -91,12 +159,15 @@ def classify_http_status(status: int) -> str:
 
 
 def _stk_callback(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The inner result of an STK callback (``Body.stkCallback``) or an async API's
+    result (``Result``: B2C, reversal, transaction status, account balance)."""
     inner = body.get("Body")
     if isinstance(inner, Mapping):
         callback = inner.get("stkCallback")
         if isinstance(callback, Mapping):
             return callback
-    return None
+    result = body.get("Result")
+    return result if isinstance(result, Mapping) else None
 
 
 def classify(
@@ -111,7 +182,7 @@ def classify(
         if callback is not None:
             body = callback
         if body.get("errorCode") not in (None, ""):
-            return classify_error_code(body["errorCode"], body.get("errorMessage"))
+            return classify_error_code(body["errorCode"], body.get("errorMessage"), operation)
         if body.get("ResultCode") not in (None, ""):
             return classify_result_code(body["ResultCode"], operation)
         if body.get("ResponseCode") not in (None, ""):

@@ -21,17 +21,23 @@ app context, on the app this monitor was last initialised with.
 
 from __future__ import annotations
 
+import functools
+import time
 import weakref
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
 from . import metrics, tenancy
 from ._version import __version__
 from .alerts import AlertLevel
+from .b2c import AsyncResult
+from .c2b import ConfirmationResult, InvalidConfirmation
 from .cli import monitor as monitor_commands
 from .config import MonitorConfig
 from .health import HealthCheck, HealthReport
+from .health.checks import EncryptionCheck
 from .redact import get_logger
 from .state import EXTENSION_KEY, MonitorState
 from .summary import AccessRule
@@ -42,6 +48,19 @@ from .views import bp
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = get_logger(__name__)
+
+
+def daraja_environment(configured: str | None, base_url: str | None) -> str | None:
+    """``sandbox`` or ``production``: the setting, else Daraja's host (sandbox.safaricom.co.ke
+    is the sandbox, api.safaricom.co.ke production), else None (no series)."""
+    if configured:
+        return configured
+    host = (urlsplit(base_url).hostname or "") if base_url else ""
+    if host == "sandbox.safaricom.co.ke":
+        return "sandbox"
+    if host == "api.safaricom.co.ke":
+        return "production"
+    return None
 
 
 class MPesaMonitor:
@@ -88,6 +107,29 @@ class MPesaMonitor:
         for name in self._health_checks:
             self._apply_health_check(state, name)
         self._apply_app_hooks(state)
+        self._init_flows(app, config)
+
+    def _init_flows(self, app: Flask, config: MonitorConfig) -> None:
+        """The C2B shortcode bound, the Daraja environment series and the app-version hook."""
+        tenancy.shortcodes.set_limit(config.max_organizations)
+        environment = daraja_environment(config.daraja_environment, config.daraja_base_url)
+        if environment is not None:
+            metrics.daraja_environment_info.labels(environment).set(1)
+        header, allowed = config.app_version_header, config.app_versions
+
+        def count_app_version(response: Any) -> Any:
+            raw = request.headers.get(header)
+            if raw:
+                try:
+                    version = raw.strip()
+                    if allowed:
+                        version = version if version in allowed else tenancy.OTHER
+                    metrics.mobile_app_requests_total.labels(tenancy.app_versions(version)).inc()
+                except Exception:  # monitoring never breaks the request it watches
+                    log.exception("could not count the app version")
+            return response
+
+        app.after_request(count_app_version)
 
     # --- state lookup -------------------------------------------------------------
     def _state(self) -> MonitorState:
@@ -161,6 +203,109 @@ class MPesaMonitor:
         return self._state().transactions.record_transaction(
             organization, type, outcome, result_code, amount, currency, checkout_request_id)
 
+    # --- reconciliation, C2B, B2C and the other async APIs ----------------------
+    def record_stk_query(
+        self, organization: Any, checkout_request_id: str, response: Any, amount: float | None = None,
+        api: str = "stk_query",
+    ) -> CallbackResult:
+        """Resolve a pending or missing push from the app's STK Query (or, ``api=
+        "transaction_status"``, Transaction Status) answer; see
+        ``TransactionTracker.record_stk_query``. Counted once with its callback."""
+        return self._state().transactions.record_stk_query(organization, checkout_request_id, response, amount, api)
+
+    def record_c2b_validation(
+        self, organization: Any, shortcode: Any, result_code: Any, seconds: float | None = None
+    ) -> str:
+        """Count the app's answer to a C2B validation (``0`` accepts; ``C2B00011`` to
+        ``C2B00016`` reject, by reason) and how long it took; returns accepted/rejected."""
+        return self._state().c2b.record_validation(organization, shortcode, result_code, seconds)
+
+    def c2b_validation(self, organization_arg: str | None = None) -> Callable[[F], F]:
+        """Decorate the C2B validation view: times it and counts its answer (the
+        ``ResultCode`` of the JSON it returns), with the request's ``BusinessShortCode``.
+        The organization is the view argument ``organization_arg`` (default ``org_id``
+        or ``organization_id``), else the request's resolved organization."""
+        def decorate(func: F) -> F:
+            @functools.wraps(func)
+            def view(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                response = func(*args, **kwargs)
+                try:
+                    self._count_validation(response, kwargs, organization_arg, time.perf_counter() - start)
+                except Exception:  # monitoring never breaks the request it watches
+                    log.exception("could not count the C2B validation")
+                return response
+
+            return view  # type: ignore[return-value]
+
+        return decorate
+
+    def _count_validation(self, response: Any, kwargs: dict, organization_arg: str | None, seconds: float) -> None:
+        names = (organization_arg,) if organization_arg else ("org_id", "organization_id")
+        organization = next((kwargs[n] for n in names if n in kwargs), None)
+        if organization is None:
+            organization = self._resolve_organization()
+        body = request.get_json(silent=True) if has_request_context() else None
+        shortcode = body.get("BusinessShortCode") if isinstance(body, dict) else None
+        answer = response[0] if isinstance(response, tuple) else response
+        if hasattr(answer, "get_json"):
+            answer = answer.get_json(silent=True)
+        code = answer.get("ResultCode") if isinstance(answer, dict) else "C2B00016"
+        self.record_c2b_validation(organization, shortcode, code, seconds)
+
+    def record_c2b_confirmation(self, payload: Any, organization: Any = None) -> ConfirmationResult:
+        """Count a C2B confirmation, once per ``TransID`` across the host's workers. In a
+        request, its source address is checked as callbacks' are: from an address not
+        allowed, the money is not revenue (``reason="unknown_source"``). Raises
+        ``InvalidConfirmation`` (and counts ``invalid_callback``) for a body without a
+        TransID, with an amount outside (0, max], or over the byte bound."""
+        state = self._state()
+        allowed = True
+        try:
+            if has_request_context():
+                size = request.content_length
+                if size is not None and size > state.config.max_callback_bytes:
+                    raise InvalidConfirmation(
+                        f"C2B confirmation body is {size} bytes, more than {state.config.max_callback_bytes}.")
+                allowed = self.check_callback_source(organization)
+            return state.c2b.record_confirmation(payload, organization, allowed)
+        except InvalidConfirmation:
+            state.security.record_security_event("invalid_callback", "medium", organization)
+            raise
+
+    def record_mpesa_result(self, payload: Any, organization: Any, api: str = "b2c") -> AsyncResult:
+        """Count Daraja's ``Result`` body of a B2C, reversal, transaction status or
+        account balance request (the ResultURL), once per ConversationID; outcomes by the
+        API's column of the outcome table; payouts never revenue; balances set the float."""
+        return self._state().async_results.record_result(payload, organization, api)
+
+    def record_queue_timeout(self, organization: Any, api: str = "b2c", payload: Any = None) -> bool:
+        """Count a request that timed out in Daraja's queue (the QueueTimeOutURL): not a failure."""
+        return self._state().async_results.record_queue_timeout(organization, api, payload)
+
+    # --- the seed's helpers -----------------------------------------------------
+    def record_cache(self, name: str, hit: bool) -> None:
+        """Count one lookup of the app's cache ``name``: a hit or a miss."""
+        metrics.cache_requests_total.labels(tenancy.caches(name), "hit" if hit else "miss").inc()
+
+    def encryption_check(
+        self, encrypt: Callable[[bytes], Any] | None = None, *, decrypt: Callable[[Any], Any] | None = None,
+        critical: bool = False, timeout: float | None = None,
+    ) -> Any:
+        """Register the ``encryption`` health check: the app's round trip on a random
+        sample (``encrypt`` alone returns decrypt(encrypt(sample)); with ``decrypt`` the
+        ciphertext must also differ from the sample). Usable as a decorator::
+
+            @monitor.encryption_check
+            def round_trip(sample: bytes) -> bytes:
+                return fernet.decrypt(fernet.encrypt(sample))
+        """
+        if encrypt is None:
+            return lambda func: self.encryption_check(func, decrypt=decrypt, critical=critical, timeout=timeout)
+        check = EncryptionCheck(encrypt, decrypt)
+        self.health_check("encryption", critical=critical, timeout=timeout)(check)
+        return encrypt
+
     # --- security -----------------------------------------------------------------
     def record_auth_attempt(self, organization: Any, success: bool, ip: str | None = None) -> None:
         """Count a login attempt (failures per IP feed ``mpesa_suspicious_ips``)."""
@@ -224,13 +369,6 @@ class MPesaMonitor:
         for the current app (or the last one initialised).
         """
         self._state().set_database(source, timeout)
-
-    def register_collector(self, collector: Any) -> None:
-        """Add a collector (an object with ``collect()`` yielding prometheus_client metric
-        families) to this app's ``/metrics``, for values read at scrape time from a source
-        every worker shares (the extension's own ``mpesa_stk_pending`` is one); written by
-        every renderer, text and OpenMetrics, one process or gunicorn workers."""
-        self._state().exporter.register(collector)
 
     def register_collector(self, collector: Any) -> None:
         """Add a collector (an object with ``collect()`` yielding prometheus_client metric

@@ -301,6 +301,74 @@ stk_callbacks_late_total = Counter(
 CATALOGUE.update({"mpesa_revenue_unverified_total": revenue_unverified_total,
                   "mpesa_stk_callbacks_late_total": stk_callbacks_late_total})
 
+# --- M-Pesa flows beyond STK push: C2B, B2C and the other async APIs ------------------
+# C2B validation must answer within about 8 s or Safaricom applies the shortcode's
+# registered default (accept or reject): the buckets have boundaries at 6 s and 8 s.
+C2B_VALIDATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
+
+c2b_validation_duration_seconds = Histogram(
+    "mpesa_c2b_validation_duration_seconds",
+    "Seconds the app took to answer a C2B validation request (Safaricom waits about 8 s).",
+    ["organization"],
+    buckets=C2B_VALIDATION_BUCKETS,
+)
+c2b_validations_total = Counter(
+    "mpesa_c2b_validations_total",
+    "C2B validation answers, by shortcode, result (accepted, rejected) and reason class.",
+    ["organization", "shortcode", "result", "reason"],
+)
+c2b_confirmations_total = Counter(
+    "mpesa_c2b_confirmations_total",
+    "C2B confirmations received, by shortcode (Daraja's retries of a TransID counted once).",
+    ["organization", "shortcode"],
+)
+async_queue_timeouts_total = Counter(
+    "mpesa_async_queue_timeouts_total",
+    "Async requests (B2C, reversal, status, balance) that timed out in Daraja's queue: not failures.",
+    ["organization", "api"],
+)
+payouts_total = Counter(
+    "mpesa_payouts_total",
+    "Money paid out through successful B2C results; never in mpesa_revenue_total.",
+    ["organization", "currency"],
+)
+b2c_float_balance = Gauge(
+    "mpesa_b2c_float_balance",
+    "The organization's B2C float (utility account available funds), from its latest balance or B2C result.",
+    ["organization", "currency"],
+    multiprocess_mode="mostrecent",
+)
+stk_reconciled_total = Counter(
+    "mpesa_stk_reconciled_total",
+    "Missing STK callbacks the app's STK Query or Transaction Status answered (result: recovered, unresolved).",
+    ["organization", "result"],
+)
+
+# --- The seed's helpers: mobile app versions, caches, Daraja environment -------------
+mobile_app_requests_total = Counter(
+    "mpesa_mobile_app_requests_total",
+    "Requests from the mobile app, by its version (a metric of its own: request series do not multiply).",
+    ["app_version"],
+)
+cache_requests_total = Counter(
+    "mpesa_cache_requests_total",
+    "Cache lookups of the app, by cache name and result (hit, miss).",
+    ["cache", "result"],
+)
+daraja_environment_info = Gauge(
+    "mpesa_daraja_environment_info",
+    "Always 1; the daraja_environment label says which Daraja (sandbox, production) the app calls.",
+    ["daraja_environment"],
+    multiprocess_mode="livemax",
+)
+CATALOGUE.update({
+    m._name + ("_total" if m._type == "counter" else ""): m  # type: ignore[attr-defined]
+    for m in (c2b_validation_duration_seconds, c2b_validations_total, c2b_confirmations_total,
+              async_queue_timeouts_total, payouts_total, b2c_float_balance, stk_reconciled_total,
+              mobile_app_requests_total, cache_requests_total, daraja_environment_info)
+})
+
+
 def client_metrics() -> list[Any]:
     """The catalogue's prometheus_client metrics (kept per process), without scrape-time gauges."""
     return [metric for metric in CATALOGUE.values() if not isinstance(metric, ScrapeTimeGauge)]

@@ -30,6 +30,8 @@ from .request_hooks import RequestMetrics
 from .security import CallbackSource, SecurityTracker
 from .stk_store import default_store
 from .summary import PrometheusSummary, SummaryAccess, SummaryWindow, default_store_path
+from .b2c import AsyncResultTracker
+from .c2b import C2BTracker
 from .transactions import TransactionTracker
 
 if TYPE_CHECKING:
@@ -98,6 +100,9 @@ class MonitorState:
             on_security_event=self.security.record_security_event,
         )
         self.exporter.register(StkPendingCollector(self.transactions))
+
+        self.c2b = C2BTracker(self.transactions)
+        self.async_results = AsyncResultTracker(self.transactions)
 
         # health checks
         self.health.add_tick_hook(self.transactions.expire)

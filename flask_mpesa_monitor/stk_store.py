@@ -222,13 +222,18 @@ class SQLPendingStore:
 
         return self._run(work)
 
-    def complete(self, checkout: str, completion: Completion, organization: str, hold: bool = True) -> Match:
-        """Resolve ``checkout`` with a callback (or a query result) claiming ``organization``."""
+    def complete(self, checkout: str, completion: Completion, organization: str, hold: bool = True,
+                 create: bool = True) -> Match:
+        """Resolve ``checkout`` with a callback (or a query result) claiming ``organization``.
+
+        ``create=False`` (a reconciliation): an id without a row is left alone, ``unknown``."""
         now = time.time()
 
         def work(execute: Callable[..., list[tuple]]) -> Match:
             rows = execute("SELECT state, organization, started, amount, outcome, result_code, callback_amount "
                            "FROM {t} WHERE checkout = ?", (checkout,))
+            if not rows and not create:
+                return Match("unknown")
             if not rows:
                 execute(f"INSERT INTO {{t}} ({_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
                         (checkout, HELD if hold else DONE, organization, now, *completion, now))
@@ -239,6 +244,21 @@ class SQLPendingStore:
             execute("UPDATE {t} SET state = ?, outcome = ?, result_code = ?, callback_amount = ?, updated = ? "
                     "WHERE checkout = ?", (DONE, *completion, now, checkout))
             return Match("matched" if state == PENDING else "late", push=Push(org, started, amount))
+
+        return self._run(work)
+
+    def first_seen(self, key: str, organization: str, completion: Completion) -> tuple[bool, tuple[Held, ...]]:
+        """Remember a result that has no push to match (a C2B confirmation by ``TransID``,
+        a B2C result by ``ConversationID``; ``key`` carries the flow as a prefix) as
+        resolved at once. True the first time, whichever worker (or host) sees it; False
+        for Daraja's retries. Also returns held callbacks forgotten to keep the bound."""
+        now = time.time()
+
+        def work(execute: Callable[..., list[tuple]]) -> tuple[bool, tuple[Held, ...]]:
+            rows = execute(f"INSERT INTO {{t}} ({_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) "
+                           "ON CONFLICT (checkout) DO NOTHING RETURNING checkout",
+                           (key, DONE, organization, now, *completion, now))
+            return bool(rows), (self._trim(execute) if rows and self._due() else ())
 
         return self._run(work)
 
@@ -287,6 +307,12 @@ class SQLPendingStore:
         cutoff = (time.time() if now is None else now) - max_age
         return len(self._run(lambda execute: execute(
             "DELETE FROM {t} WHERE updated < ? RETURNING checkout", (cutoff,))))
+
+    def state_of(self, checkout: str) -> str | None:
+        """The state of one id's row (pending, missing, held, done), or None."""
+        rows = self._run(lambda execute: execute("SELECT state FROM {t} WHERE checkout = ?", (checkout,)),
+                         write=False)
+        return rows[0][0] if rows else None
 
     def pending_count(self) -> int:
         """Pushes waiting for their callback, over the whole table (every worker, or host)."""

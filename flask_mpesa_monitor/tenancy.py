@@ -252,3 +252,17 @@ def organization_of(value: Any) -> str:
     'unknown'
     """
     return organizations(value)
+
+
+class _ShortcodeLabel(BoundedLabel):
+    """M-Pesa shortcodes (paybill, till, store numbers: 5 to 7 digits), bounded like organizations."""
+
+    def is_valid(self, raw: str) -> bool:
+        return raw.isascii() and raw.isdigit() and 5 <= len(raw) <= 7
+
+
+#: The ``shortcode`` label of the C2B metrics (bound set with the organizations' by ``init_app``).
+shortcodes = _ShortcodeLabel("shortcode", 500)
+#: Mobile app versions (``1.4.2``, ``2.0.0-beta.1``); an allowlist, when set, admits only its values.
+app_versions = BoundedLabel("app_version", 50, re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$"))
+caches = BoundedLabel("cache", 50)

@@ -237,13 +237,16 @@ class TransactionTracker:
         return self.resolve(checkout, Completion(outcome, code, amount), organization, initiated_at)
 
     def resolve(
-        self, checkout: str, completion: Completion, organization: Any = None, initiated_at: float | None = None
+        self, checkout: str, completion: Completion, organization: Any = None, initiated_at: float | None = None,
+        *, via: str = "callback",
     ) -> CallbackResult:
-        """Resolve a push with its result, from a callback or a reconciliation (STK Query):
-        both share the push's single state, so it is counted once whichever comes first."""
+        """Resolve a push with its result, from a callback or a reconciliation (``via="query"``:
+        STK Query, Transaction Status): both share the push's single state, so it is
+        counted once whichever comes first. A query never creates a row (``unknown``)."""
         claimed = tenancy.organizations(organization) if organization is not None else None
         try:
-            match = self.store.complete(checkout, completion, claimed or "", hold=self.matching)
+            match = self.store.complete(checkout, completion, claimed or "", hold=self.matching,
+                                        create=via != "query")
         except Exception:  # count the callback anyway: losing it would hide a payment
             log.exception("could not match the STK callback with its push")
             match = Match("unavailable")
@@ -252,13 +255,15 @@ class TransactionTracker:
             previous = match.previous or completion
             result = CallbackResult(checkout, previous.outcome, previous.result_code, previous.amount,
                                     duplicate=True, match="duplicate")
-        elif match.kind == "held":
+        elif match.kind in ("held", "unknown"):
             result = CallbackResult(checkout, completion.outcome, completion.result_code, completion.amount,
-                                    match="held")
+                                    match=match.kind)
         else:
             started = initiated_at if initiated_at is not None else (match.push.started if match.push else None)
             delay = max(0.0, time.time() - started) if started is not None else None
-            kind, verified = self._resolved(match, completion, claimed, delay)
+            if via == "query":
+                delay = None  # the query's time is not the callback's delay
+            kind, verified = self._resolved(match, completion, claimed, delay, via)
             result = CallbackResult(checkout, completion.outcome, completion.result_code, completion.amount,
                                     delay_seconds=delay, match=kind, verified_amount=verified)
         self._expire_now_and_then()
@@ -273,11 +278,13 @@ class TransactionTracker:
             self.expire()
 
     def _resolved(self, match: Match, completion: Completion, claimed: str | None,
-                  delay: float | None) -> tuple[str, float]:
+                  delay: float | None, via: str = "callback") -> tuple[str, float]:
         """Count a callback that is no longer waiting; return (match kind, verified revenue)."""
         outcome, amount = completion.outcome, completion.amount
-        money = amount if outcome == daraja.SUCCESS else 0.0
         push = match.push
+        if via == "query" and not amount and push is not None:
+            amount = push.amount  # STK Query names no amount: the pushed one, the most it can be
+        money = amount if outcome == daraja.SUCCESS else 0.0
         if push is None:  # matching off ("unchecked") or the table unavailable
             org = tenancy.organizations(claimed)
             if match.kind == "unavailable" and self.matching:
@@ -288,7 +295,11 @@ class TransactionTracker:
                 metrics.stk_callback_delay_seconds.labels(org).observe(delay)
             self._count(org, "stk_push", outcome, money, "KES")
             return "unchecked", money
-        if match.kind != "matched":
+        kind = match.kind
+        if via == "query" and match.kind != "matched":
+            kind = "recovered"  # a missing callback, answered by the app's own query
+            metrics.stk_reconciled_total.labels(push.organization, "recovered").inc()
+        elif match.kind != "matched":
             metrics.stk_callbacks_late_total.labels(push.organization).inc()
         if claimed and claimed != push.organization:
             # Credited to neither: the push's tenant did not get this callback, and the
@@ -308,7 +319,7 @@ class TransactionTracker:
         if delay is not None:
             metrics.stk_callback_delay_seconds.labels(push.organization).observe(delay)
         self._count(push.organization, "stk_push", outcome, verified, "KES")
-        return match.kind, verified
+        return kind, verified
 
     def expire(self, now: float | None = None) -> int:
         """Count pushes pending past the callback timeout as missing (once each), and
@@ -349,6 +360,51 @@ class TransactionTracker:
 
     def pending_count(self) -> int:
         return self.store.pending_count()
+
+    # --- Reconciliation -----------------------------------------------------------
+    def record_stk_query(
+        self, organization: Any, checkout_request_id: str, response: Any, amount: float | None = None,
+        api: str = "stk_query",
+    ) -> CallbackResult:
+        """Resolve a push from the app's STK Query (or Transaction Status) answer.
+
+        ``response`` is Daraja's JSON: a final ``ResultCode`` (STK Query sends it as a
+        string) resolves the push once, sharing its state with callbacks: a push counted
+        missing is then ``recovered`` (``mpesa_stk_reconciled_total{result="recovered"}``)
+        and its late callback, if it ever comes, is a duplicate; a callback that came
+        first makes this answer the duplicate. An answer that is not final ("being
+        processed", an error) leaves the push as it is; for a missing push it counts
+        ``result="unresolved"``. Revenue follows the callbacks' rule: at most the pushed
+        amount (``amount`` when the app knows it, else the pushed one)."""
+        checkout = valid_id(checkout_request_id)
+        if checkout is None:
+            raise ValueError("checkout_request_id must be a Daraja CheckoutRequestID (at most 64 characters).")
+        body = response if isinstance(response, Mapping) else {}
+        inner = body.get("Result") if isinstance(body.get("Result"), Mapping) else body
+        code_value = inner.get("ResultCode") if isinstance(inner, Mapping) else None
+        outcome = daraja.classify(body, operation=api) if body else daraja.SYSTEM_ERROR
+        final = code_value not in (None, "") and outcome != daraja.PENDING
+        org = tenancy.organizations(organization)
+        if not final:
+            try:
+                state = self.store.state_of(checkout)
+            except Exception:
+                log.exception("could not read the STK push being reconciled")
+                state = None
+            if state == "missing":
+                metrics.stk_reconciled_total.labels(org, "unresolved").inc()
+            return CallbackResult(checkout, outcome, "", 0.0, match="unresolved")
+        code = _result_code(code_value)
+        paid = 0.0
+        if outcome == daraja.SUCCESS and amount:
+            checked = valid_amount(amount, self.max_amount)
+            if checked is None:
+                raise ValueError(f"amount must be a finite number between 0 and {self.max_amount:g}, got {amount!r}.")
+            paid = checked
+        if not self.matching:
+            self._count(org, "stk_push", outcome, paid, "KES")
+            return CallbackResult(checkout, outcome, code, paid, match="unchecked", verified_amount=paid)
+        return self.resolve(checkout, Completion(outcome, code, paid), organization, via="query")
 
     # --- Other flows --------------------------------------------------------------
     def record_transaction(

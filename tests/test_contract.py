@@ -44,6 +44,17 @@ CONTRACT = {
     "mpesa_mcp_build_info": ("gauge", {"version"}),
     "mpesa_revenue_unverified_total": ("counter", {"organization", "currency", "reason"}),
     "mpesa_stk_callbacks_late_total": ("counter", {"organization"}),
+    # M-Pesa flows beyond STK push, and the seed's helpers
+    "mpesa_c2b_validation_duration_seconds": ("histogram", {"organization"}),
+    "mpesa_c2b_validations_total": ("counter", {"organization", "shortcode", "result", "reason"}),
+    "mpesa_c2b_confirmations_total": ("counter", {"organization", "shortcode"}),
+    "mpesa_async_queue_timeouts_total": ("counter", {"organization", "api"}),
+    "mpesa_payouts_total": ("counter", {"organization", "currency"}),
+    "mpesa_b2c_float_balance": ("gauge", {"organization", "currency"}),
+    "mpesa_stk_reconciled_total": ("counter", {"organization", "result"}),
+    "mpesa_mobile_app_requests_total": ("counter", {"app_version"}),
+    "mpesa_cache_requests_total": ("counter", {"cache", "result"}),
+    "mpesa_daraja_environment_info": ("gauge", {"daraja_environment"}),
 }
 
 
@@ -95,7 +106,6 @@ def _exercise_every_entry_point():
     monitor.record_stk_callback({"Body": {"stkCallback": {  # late: its push was counted missing
         "CheckoutRequestID": "ws_CO_contract_lost", "ResultCode": 0,
         "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 12}]}}}}, "contract")
-    monitor.record_stk_push("contract", "ws_CO_contract_waiting", 10)  # mpesa_stk_pending: 1
     monitor.record_rate_limit_hit("contract", "per_minute")
     monitor.record_auth_attempt("contract", False, ip="127.0.0.77")
     monitor.verify_tenant_isolation("contract", "elsewhere")
@@ -109,6 +119,21 @@ def _exercise_every_entry_point():
     metrics.system_memory_usage_ratio.set(0.1)
     metrics.system_disk_usage_ratio.set(0.1)
     monitor_mpesa_operation("stk_push")(lambda org_id: None)("a b")  # an overflowing label
+    # M-Pesa flows beyond STK push, and the seed's helpers
+    monitor.record_stk_push("contract", "ws_CO_contract_query", 10)
+    monitor._state().transactions.expire(now=10**10)
+    monitor.record_stk_query("contract", "ws_CO_contract_query", {"ResultCode": "0", "ResultDesc": "ok"})
+    monitor.record_stk_push("contract", "ws_CO_contract_waiting", 10)  # mpesa_stk_pending: 1
+    monitor.record_c2b_validation("contract", "600984", "0", 0.2)
+    monitor.record_c2b_confirmation({"TransID": "CONTRACT01", "TransAmount": "10", "BusinessShortCode": "600984"},
+                                    "contract")
+    monitor.record_mpesa_result({"Result": {"ResultCode": 0, "ConversationID": "AG_contract", "ResultParameters": {
+        "ResultParameter": [{"Key": "TransactionAmount", "Value": 10},
+                            {"Key": "B2CUtilityAccountAvailableFunds", "Value": 1000}]}}}, "contract")
+    monitor.record_queue_timeout("contract", "b2c")
+    monitor.record_cache("tokens", True)
+    metrics.daraja_environment_info.labels("sandbox").set(1)
+    client.get("/metrics", headers={"X-App-Version": "1.0.0"})
     return client.get("/metrics").text
 
 

@@ -84,3 +84,74 @@ def test_exceptions_are_classified():
     assert daraja.classify_exception(requests.HTTPError(response=token)) == "system_error"
     html = _response(502, b"<html>bad gateway</html>")
     assert daraja.classify_exception(requests.HTTPError(response=html)) == "provider_error"
+
+
+# --- per API: a code means what it means on the operation's API -----------------------
+@pytest.mark.parametrize(
+    "code, api, outcome",
+    [
+        # 2001: the customer's wrong PIN on STK, the business's invalid initiator on B2C
+        ("2001", "stk_push", "customer_error"), ("2001", "stk_query", "customer_error"),
+        ("2001", "b2c", "system_error"), ("2001", "reversal", "system_error"),
+        ("2001", "transaction_status", "system_error"), ("2001", "account_balance", "system_error"),
+        # 1: the customer's balance on STK, the shortcode's float on B2C
+        (1, "stk_push", "customer_error"), ("1", "stk_query", "customer_error"), (1, "b2c", "system_error"),
+        ("1032", "stk_query", "customer_cancelled"), ("1037", "stk_query", "timeout"),
+        ("1032", "b2c", "system_error"),  # never a "customer" cancel on a payout
+        ("8", "b2c", "customer_error"), ("2040", "b2c", "customer_error"), ("2040", "stk_push", "system_error"),
+        ("17", "stk_push", "customer_error"), ("17", "b2c", "provider_error"),
+        ("C2B00012", "c2b", "customer_error"), ("C2B00016", "c2b", "system_error"),
+        ("0", "account_balance", "success"), ("26", "reversal", "provider_error"),
+    ],
+)
+def test_result_code_per_api(code, api, outcome):
+    assert daraja.classify_result_code(code, api) == outcome
+    assert daraja.classify({"Result": {"ResultType": 0, "ResultCode": code}}, operation=api) == outcome
+
+
+@pytest.mark.parametrize("operation, api", [
+    ("b2c", "b2c"), ("b2b", "b2c"), ("b2c_payment", "b2c"), ("stk_query", "stk_query"),
+    ("stk_push", "stk_push"), ("c2b_register", "c2b"), ("transaction_status", "transaction_status"),
+    ("account_balance", "account_balance"), ("token_refresh", "stk_push"), (None, "stk_push"),
+])
+def test_operation_names_map_to_their_api(operation, api):
+    assert daraja.api_of(operation) == api
+
+
+@pytest.mark.parametrize("api, outcome", [("b2c", "system_error"), ("reversal", "system_error"),
+                                          ("transaction_status", "system_error"),
+                                          ("account_balance", "system_error"), ("stk_push", "provider_error")])
+def test_duplicate_originator_conversation_id(api, outcome):
+    body = {"requestId": "r-1", "errorCode": "500.002.1001",
+            "errorMessage": "Duplicate OriginatorConversationID"}
+    assert daraja.classify(body, http_status=500, operation=api) == outcome
+
+
+def test_locked_subscriber_is_the_customer_only_on_stk():
+    body = {"errorCode": "500.001.1001", "errorMessage": "Unable to lock subscriber, a transaction is already in process"}
+    assert daraja.classify(body, operation="stk_push") == "customer_error"
+    assert daraja.classify(body, operation="b2c") == "system_error"
+    pending = {"errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"}
+    assert daraja.classify(pending, operation="stk_query") == "pending"
+
+
+def test_monitor_mpesa_operation_uses_the_operations_api():
+    from flask_mpesa_monitor.instrument import monitor_mpesa_operation
+    from tests.metric_values import value
+
+    @monitor_mpesa_operation("b2c")
+    def pay(org_id):
+        return {"Result": {"ResultCode": 2001, "ResultDesc": "The initiator information is invalid."}}
+
+    @monitor_mpesa_operation("stk_push")
+    def push(org_id):
+        return {"Body": {"stkCallback": {"ResultCode": 2001}}}
+
+    labels = {"operation": "b2c", "organization": "api-column-org", "outcome": "system_error"}
+    before = value("mpesa_api_calls_total", **labels)
+    pay("api-column-org")
+    assert value("mpesa_api_calls_total", **labels) == before + 1
+    stk = dict(labels, operation="stk_push", outcome="customer_error")
+    before = value("mpesa_api_calls_total", **stk)
+    push("api-column-org")
+    assert value("mpesa_api_calls_total", **stk) == before + 1

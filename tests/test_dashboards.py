@@ -196,7 +196,8 @@ def test_dashboards_panels_fit_the_grid_without_overlap() -> None:
 def test_dashboards_have_reasonable_size_and_unique_panel_ids() -> None:
     for path, dashboard in load_dashboards().items():
         panels = list(iter_panels(dashboard))
-        assert 5 <= len(panels) <= 12, f"{path.name}: {len(panels)} panels"
+        # The business and organization boards carry the C2B and B2C flows too.
+        assert 5 <= len(panels) <= 20, f"{path.name}: {len(panels)} panels"
         ids = [p["id"] for p in panels]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
         titles = [p["title"] for p in panels]

@@ -241,22 +241,28 @@ _EXCEPTIONS: dict[str, type[BaseException]] = {
 _HTTP_EXAMPLES = {"5xx": (500, 502, 503), "429": (429,), "4xx": (400, 403, 404), "2xx": (200,)}
 
 
+#: The API columns of the outcome table, as daraja.py names the APIs.
+API_COLUMNS = {"STK Push": "stk_push", "STK Query": "stk_query", "C2B": "c2b", "B2C": "b2c",
+               "reversal": "reversal", "transaction status": "transaction_status",
+               "account balance": "account_balance"}
+
+
+def _api_cells(row: dict[str, str]) -> dict[str, str]:
+    cells = {api: row[column] for column, api in API_COLUMNS.items()}
+    assert set(cells) == set(daraja.APIS), f"API columns: table {sorted(cells)}, daraja.py {daraja.APIS}"
+    assert set(cells.values()) <= set(OUTCOMES), row
+    return cells
+
+
 def _check_result_code_row(row: dict[str, str]) -> list[str]:
-    operations: list[str | None] = [None, "stk_push"]
-    condition = row["condition"]
-    if condition:
-        match = re.fullmatch(r"operation in (.+)", condition)
-        assert match, f"unknown condition {condition!r}"
-        operations = list(_split(match.group(1)))
-        assert set(operations) == daraja.BUSINESS_OPERATIONS, \
-            f"business operations: table {operations}, daraja.py {sorted(daraja.BUSINESS_OPERATIONS)}"
+    assert not row["condition"], f"unknown condition {row['condition']!r}"
     codes = ["424242"] if row["codes"] == "any other" else _split(row["codes"])
-    return [f"ResultCode {code} ({op}): table {row['outcome']}, daraja.py {got}"
-            for code in codes for op in operations
-            for got in {daraja.classify_result_code(code, op),
-                        daraja.classify({"ResultCode": int(code) if code.isdigit() else code},
-                                        operation=op)}
-            if got != row["outcome"]]
+    return [f"ResultCode {code} ({api}): table {expected}, daraja.py {got}"
+            for code in codes for api, expected in _api_cells(row).items()
+            for got in {daraja.classify_result_code(code, api),
+                        daraja.classify({"ResultCode": int(code) if code.isdigit() else code}, operation=api),
+                        daraja.classify({"Result": {"ResultCode": code}}, operation=api)}
+            if got != expected]
 
 
 def _check_error_code_row(row: dict[str, str]) -> list[str]:
@@ -270,19 +276,26 @@ def _check_error_code_row(row: dict[str, str]) -> list[str]:
         messages = [f"The request is {match.group(1)}", match.group(1).upper()]
     codes = {"any other 5xx": ["503.999.99"], "any other": ["400.999.99"]}.get(
         row["codes"], _split(row["codes"]))
-    return [f"errorCode {code} ({message!r}): table {row['outcome']}, daraja.py {got}"
-            for code in codes for message in messages
-            for got in {daraja.classify_error_code(code, message),
+    return [f"errorCode {code} ({message!r}, {api}): table {expected}, daraja.py {got}"
+            for code in codes for message in messages for api, expected in _api_cells(row).items()
+            for got in {daraja.classify_error_code(code, message, api),
                         daraja.classify({"errorCode": code, "errorMessage": message},
-                                        http_status=200)}
-            if got != row["outcome"]]
+                                        http_status=200, operation=api)}
+            if got != expected]
+
+
+def _same_on_every_api(row: dict[str, str]) -> str:
+    values = set(_api_cells(row).values())
+    assert len(values) == 1, f"{row['source']} {row['codes']}: the outcome does not depend on the API"
+    return values.pop()
 
 
 def _check_http_row(row: dict[str, str]) -> list[str]:
+    outcome = _same_on_every_api(row)
     statuses = [s for code in _split(row["codes"]) for s in _HTTP_EXAMPLES[code]]
-    return [f"HTTP {status}: table {row['outcome']}, daraja.py {got}" for status in statuses
+    return [f"HTTP {status}: table {outcome}, daraja.py {got}" for status in statuses
             for got in {daraja.classify_http_status(status), daraja.classify({}, http_status=status)}
-            if got != row["outcome"]]
+            if got != outcome]
 
 
 def _check_exception_row(row: dict[str, str]) -> list[str]:
@@ -290,8 +303,9 @@ def _check_exception_row(row: dict[str, str]) -> list[str]:
         excs: list[BaseException] = [ValueError("bad"), KeyError("x")]
     else:
         excs = [_EXCEPTIONS[name]("x") for name in _split(row["codes"])]
-    return [f"{type(exc).__name__}: table {row['outcome']}, daraja.py {got}" for exc in excs
-            if (got := daraja.classify_exception(exc)) != row["outcome"]]
+    outcome = _same_on_every_api(row)
+    return [f"{type(exc).__name__} ({api}): table {outcome}, daraja.py {got}" for exc in excs
+            for api in daraja.APIS if (got := daraja.classify_exception(exc, api)) != outcome]
 
 
 _ROW_CHECKS = {"ResultCode": _check_result_code_row, "errorCode": _check_error_code_row,
@@ -303,7 +317,6 @@ def test_design_outcome_table_rows_are_what_daraja_py_does() -> None:
     wrong = []
     for row in rows:
         assert row["source"] in _ROW_CHECKS, f"unknown source {row['source']!r}"
-        assert row["outcome"] in OUTCOMES, row
         wrong += _ROW_CHECKS[row["source"]](row)
     assert not wrong, "\n".join(wrong)
 
@@ -311,23 +324,40 @@ def test_design_outcome_table_rows_are_what_daraja_py_does() -> None:
 def test_design_outcome_table_has_every_code_of_daraja_py() -> None:
     rows = table("Daraja outcome table")
 
-    def listed(source: str, conditional: bool) -> dict[str, str]:
-        return {code: row["outcome"] for row in rows if row["source"] == source
-                and bool(row["condition"]) == conditional and not row["codes"].startswith("any")
-                for code in _split(row["codes"])}
+    def listed(source: str) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for row in rows:
+            if row["source"] == source and not row["condition"] and not row["codes"].startswith("any"):
+                for code in _split(row["codes"]):
+                    assert code not in out, f"{source} {code} is classified twice"
+                    out[code] = _api_cells(row)
+        return out
 
-    assert listed("ResultCode", False) == daraja.RESULT_CODES
-    assert set(listed("ResultCode", True)) == daraja.BUSINESS_SYSTEM_CODES
-    assert listed("errorCode", False) == daraja.ERROR_CODES
+    assert listed("ResultCode") == daraja.RESULT_CODES
+    assert listed("errorCode") == daraja.ERROR_CODES
+    conditions = [row["condition"] for row in rows if row["codes"] == "500.001.1001"]
+    assert conditions[:-1] == [f'errorMessage has "{text}"' for text, _ in daraja.LOCKED_MESSAGES]
+
+
+def test_design_outcome_table_cites_its_sources() -> None:
+    text = section("Daraja outcome table")
+    cited = {ref for row in table("Daraja outcome table") for ref in _split(row["reference"])}
+    listed = set(re.findall(r"^- (\w+): .*https?://", text, re.MULTILINE))
+    assert cited and cited <= listed, f"cited without a source: {sorted(cited - listed)}"
+    assert all(row["reference"] for row in table("Daraja outcome table")
+               if row["source"] == "ResultCode" and row["codes"] != "any other")
 
 
 def test_design_outcome_check_catches_a_wrong_row() -> None:
-    """The row check can fail: a code moved to the wrong outcome is reported."""
-    assert _check_result_code_row({"codes": "1032", "condition": "", "outcome": "success"})
-    assert _check_error_code_row({"codes": "500.003.02", "condition": "",
-                                  "outcome": "system_error"})
-    assert not _check_result_code_row({"codes": "1032", "condition": "",
-                                       "outcome": "customer_cancelled"})
+    """The row check can fail: a code moved to the wrong outcome, on one API, is reported."""
+    right = {column: "customer_error" for column in API_COLUMNS} | {"codes": "2001", "condition": ""}
+    right.update({"B2C": "system_error", "reversal": "system_error", "transaction status": "system_error",
+                  "account balance": "system_error", "C2B": "system_error"})
+    assert not _check_result_code_row(right)
+    assert _check_result_code_row(right | {"B2C": "customer_error"}) == [
+        "ResultCode 2001 (b2c): table customer_error, daraja.py system_error"]
+    spike = {column: "provider_error" for column in API_COLUMNS} | {"codes": "500.003.02", "condition": ""}
+    assert _check_error_code_row(spike | {"STK Push": "system_error"})
 
 
 # --- Alert contract --------------------------------------------------------------------

@@ -52,6 +52,9 @@ CONTRACT: dict[str, tuple[str, bool | None, str | None]] = {
     "STKSuccessSLOBurnSlow": ("high", False, None),
     "LowDailyRevenue": ("medium", True, None),
     "UnusualTransactionPattern": ("high", True, None),
+    "C2BValidationSlow": ("high", True, "5m"),
+    "C2BConfirmationsStopped": ("high", True, None),
+    "B2CFloatLow": ("high", True, None),
     "Watchdog": ("none", False, None),
 }
 

@@ -311,12 +311,85 @@ def organization() -> model.Dashboard:
         timeseries("STK callback delay p95",
                    target(p95("mpesa_stk_callback_delay_seconds", selector=ORG), "p95"),
                    unit="s", description="Seconds from STK push to callback."),
+        *organization_flows(),
     ]
     variables = [query_variable("organization", "Organization",
                                 "label_values(mpesa_transactions_total, organization)")]
     return dashboard("mpesa-organization", "M-Pesa MCP: Organization",
                      "One tenant: transactions, revenue, Daraja usage and rate limiting.",
                      panels, variables)
+
+
+def organization_flows() -> list[PanelBuilder]:
+    """One tenant's C2B, B2C and reconciliation panels."""
+    return [
+        timeseries("C2B validation p95",
+                   target(f"organization:mpesa_c2b_validation_duration_seconds:p95_5m{{{ORG}}}" + ZERO, "p95"),
+                   unit="s", min_=0, steps=thresholds(("green", None), ("orange", 6), ("red", 8)),
+                   description="Time the app took to answer C2B validation; Safaricom waits "
+                               "about 8 s, C2BValidationSlow fires above 6 s."),
+        timeseries("C2B validation answers",
+                   target("sum by (result, reason) (rate(mpesa_c2b_validations_total"
+                          f"{{{ORG}}}[$__rate_interval])) * 60" + ZERO, "{{result}} {{reason}}"),
+                   unit="cpm", description="Validation answers per minute: accepted, or "
+                   "rejected by reason class."),
+        timeseries("C2B confirmations by shortcode",
+                   target("sum by (shortcode) (rate(mpesa_c2b_confirmations_total"
+                          f"{{{ORG}}}[$__rate_interval])) * 60" + ZERO, "{{shortcode}}"),
+                   unit="cpm", description="C2B confirmations per minute, each TransID once; "
+                   "C2BConfirmationsStopped compares the last hour with the same hour "
+                   "yesterday and a week ago."),
+        timeseries("B2C and async results by outcome",
+                   target('sum by (type, outcome) (rate(mpesa_transactions_total'
+                          f'{{{ORG},type=~"b2c|reversal|transaction_status|account_balance"}}'
+                          "[$__rate_interval])) * 60" + ZERO, "{{type}} {{outcome}}"),
+                   target("sum by (api) (rate(mpesa_async_queue_timeouts_total"
+                          f"{{{ORG}}}[$__rate_interval])) * 60" + ZERO, "{{api}} queue timeout", ref="B"),
+                   unit="cpm", description="Results per minute by API and outcome class; "
+                   "queue timeouts apart (not failures)."),
+        stat("B2C float", f"max(mpesa_b2c_float_balance{{{ORG}}})" + ZERO, unit="currency:KES", decimals=0,
+             description="Utility account funds from the latest balance or B2C result; "
+                         "B2CFloatLow fires below a day of payouts."),
+        stat("B2C payouts (time range)",
+             f"sum(increase(mpesa_payouts_total{{{ORG}}}[$__range]))" + ZERO,
+             unit="currency:KES", decimals=0, description="Money paid out (never revenue)."),
+        timeseries("Missing STK callbacks and their reconciliation",
+                   target(f"sum(increase(mpesa_stk_callbacks_missing_total{{{ORG}}}[$__rate_interval]))"
+                          + ZERO, "missing"),
+                   target(f"sum(increase(mpesa_stk_callbacks_late_total{{{ORG}}}[$__rate_interval]))"
+                          + ZERO, "late callback", ref="B"),
+                   target("sum by (result) (increase(mpesa_stk_reconciled_total"
+                          f"{{{ORG}}}[$__rate_interval]))" + ZERO, "query {{result}}", ref="C"),
+                   unit="short", description="Pushes counted missing, then recovered by a "
+                   "late callback or the app's STK Query; the rest stayed unknown."),
+    ]
+
+
+def business_flows() -> list[PanelBuilder]:
+    """C2B and B2C volumes and floats across organizations."""
+    return [
+        timeseries("C2B confirmations by organization",
+                   target("sum by (organization) (rate(mpesa_c2b_confirmations_total"
+                          "[$__rate_interval])) * 60" + ZERO, "{{organization}}"),
+                   unit="cpm", description="C2B confirmations per minute (each TransID once)."),
+        timeseries("B2C payouts by organization",
+                   target("sum by (organization) (rate(mpesa_payouts_total[$__rate_interval])) * 3600" + ZERO,
+                          "{{organization}}"),
+                   unit="currency:KES", description="Money paid out per hour through B2C "
+                   "(never revenue)."),
+        panel("bargauge", "B2C float by organization",
+              [target("sort(max by (organization) (mpesa_b2c_float_balance))" + ZERO, "{{organization}}",
+                      instant=True)],
+              unit="currency:KES", w=12, h=8, decimals=0,
+              description="Each tenant's B2C float (utility account), lowest first."),
+        panel("bargauge", "Days of payouts the float covers",
+              [target("sort(max by (organization) (mpesa_b2c_float_balance) / on (organization) "
+                      "sum by (organization) (increase(mpesa_payouts_total[1d])))" + ZERO, "{{organization}}",
+                      instant=True)],
+              unit="short", w=12, h=8, decimals=1,
+              steps=thresholds(("red", None), ("orange", 1), ("green", 3)),
+              description="Float over the last 24 hours of payouts; below 1, B2CFloatLow."),
+    ]
 
 
 def security() -> model.Dashboard:
@@ -436,6 +509,7 @@ def business() -> model.Dashboard:
               description="Tenants whose last-7-day volume is below half of the 7 days "
                           "before; the value is that ratio. '(none)' when no tenant "
                           "qualifies."),
+        *business_flows(),
     ]
     return dashboard("mpesa-business", "M-Pesa MCP: Business",
                      "Revenue, volume, success rate, peak usage, quota use and churn "

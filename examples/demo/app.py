@@ -6,13 +6,16 @@ Endpoints::
     POST /orgs/<org_id>/stk-push   {"phone", "amount"}       bearer token of that organization
     GET  /orgs/<org_id>/transactions                         bearer token of that organization
     GET  /orgs/<org_id>/balance                              bearer token of that organization
+    POST /orgs/<org_id>/reconcile  {"older_than": seconds}   STK Query for the tenant's pushes still pending
     POST /mpesa/callback/<org_id>  Daraja's STK callback
 
 Settings come from the environment: ``DATABASE_URL`` (default SQLite in the working
 directory), ``DARAJA_BASE_URL`` (the simulator), ``DEMO_PUBLIC_URL`` (where Daraja posts
 callbacks), ``DEMO_ORGANIZATIONS`` (``acme,jambo,duka,safari``), ``DEMO_PASSWORD``,
 ``DEMO_RATE_LIMIT`` (requests per minute per organization) and ``DEMO_RATE_LIMITS``
-(``duka=5,acme=200``), plus any ``MPESA_MONITOR_*`` setting of the extension.
+(``duka=5,acme=200``), ``DEMO_RECONCILE_INTERVAL`` (seconds between background
+reconciliations of missing pushes per worker; 0, the default, leaves it to the endpoint),
+plus any ``MPESA_MONITOR_*`` setting of the extension.
 
 Run::
 
@@ -82,6 +85,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         DEMO_PASSWORD=env.get("DEMO_PASSWORD", "demo-password"),
         DEMO_RATE_LIMIT=int(env.get("DEMO_RATE_LIMIT", "600")),
         DEMO_RATE_LIMITS=_limits(env.get("DEMO_RATE_LIMITS", "")),
+        DEMO_RECONCILE_INTERVAL=float(env.get("DEMO_RECONCILE_INTERVAL", "0")),
     )
     # Every MPESA_MONITOR_* variable of the environment is a setting of the extension.
     app.config.update({key: value for key, value in env.items() if key.startswith("MPESA_MONITOR_")})
@@ -148,6 +152,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return jsonify(app="flask-mpesa-monitor demo", organizations=sorted(organizations), endpoints={
             "POST /login": '{"username": "demo", "password": ..., "organization": ...} -> a bearer token',
             "POST /orgs/<org_id>/stk-push": '{"phone": ..., "amount": ...}',
+            "POST /orgs/<org_id>/reconcile": '{"older_than": seconds}: STK Query for pushes still pending',
             "GET /orgs/<org_id>/transactions": "the tenant's transactions",
             "GET /orgs/<org_id>/balance": "the tenant's balance",
             "GET /health, /health/detailed": "health checks",
@@ -194,6 +199,51 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if not result.duplicate:
             store.complete(result.checkout_request_id, result.outcome, result.result_code)
         return jsonify(ResultCode=0, ResultDesc="Accepted")
+
+    def reconcile(org_id: str, older_than: float) -> dict[str, int]:
+        """Ask STK Query about the tenant's pushes still pending after ``older_than``
+        seconds (their callbacks may be lost) and hand each answer to the monitor, which
+        counts it once with any callback that still comes."""
+        counts: dict[str, int] = defaultdict(int)
+        for checkout in store.pending_before(org_id, time.time() - older_than):
+            answer = daraja.stk_query_answer(org_id, checkout)
+            try:
+                result = monitor.record_stk_query(org_id, checkout, answer)
+            except ValueError:  # an answer that is not Daraja's: try again next time
+                counts["invalid"] += 1
+                continue
+            if result.match in ("recovered", "matched"):
+                store.complete(checkout, result.outcome, result.result_code)
+            counts[result.match] += 1
+        return dict(counts)
+
+    @app.post("/orgs/<org_id>/reconcile")
+    def reconcile_view(org_id: str):
+        authorize(org_id)
+        body = request.get_json(silent=True) or {}
+        older_than = body.get("older_than", float(app.config["MPESA_MONITOR_STK_CALLBACK_TIMEOUT"]))
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
+            return jsonify(error="older_than must be a number of seconds"), 400
+        return jsonify(organization=org_id, reconciled=reconcile(org_id, float(older_than)))
+
+    interval = app.config["DEMO_RECONCILE_INTERVAL"]
+    reconciler = {"pid": None}
+
+    def reconcile_forever() -> None:
+        while True:
+            time.sleep(interval)
+            for org in organizations:
+                try:
+                    reconcile(org, float(app.config["MPESA_MONITOR_STK_CALLBACK_TIMEOUT"]))
+                except Exception:  # the next round tries again
+                    app.logger.exception("reconciliation of %s failed", org)
+
+    @app.before_request
+    def start_reconciler() -> None:
+        # One thread per worker, started after the fork (threads do not survive it).
+        if interval > 0 and reconciler["pid"] != os.getpid():
+            reconciler["pid"] = os.getpid()
+            threading.Thread(target=reconcile_forever, name="demo-reconciler", daemon=True).start()
 
     @app.get("/orgs/<org_id>/transactions")
     def transactions(org_id: str):

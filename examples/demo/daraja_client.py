@@ -113,3 +113,16 @@ class DarajaClient:
             "Timestamp": timestamp,
             "CheckoutRequestID": checkout_request_id,
         })
+
+    def stk_query_answer(self, org_id: str, checkout_request_id: str) -> dict[str, Any]:
+        """STK Query's answer as Daraja sent it, errors included: "the transaction is being
+        processed" comes as HTTP 500 with an ``errorCode`` body, which reconciliation reads
+        as "not final yet" (``monitor.record_stk_query``), not as a failure to raise."""
+        try:
+            return self.stk_query(org_id, checkout_request_id)
+        except requests.HTTPError as exc:
+            try:
+                body = exc.response.json() if exc.response is not None else {}
+            except ValueError:
+                body = {}
+            return body if isinstance(body, dict) else {}

@@ -72,6 +72,13 @@ class Store:
         self._execute("UPDATE transactions SET status = ?, result_code = ? WHERE checkout_id = ?",
                       (status, result_code, checkout_id))
 
+    @monitor_database_operation("list_pending")
+    def pending_before(self, organization: str, before: float, limit: int = 50) -> list[str]:
+        """Checkout ids of the tenant's pushes still pending since before ``before``."""
+        rows = self._execute("SELECT checkout_id FROM transactions WHERE organization = ? AND status = 'pending' "
+                             "AND created_at < ? ORDER BY created_at LIMIT ?", (organization, before, limit), fetch=True)
+        return [row[0] for row in rows]
+
     @monitor_database_operation("list_transactions")
     def transactions(self, organization: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._execute(

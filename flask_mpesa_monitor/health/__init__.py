@@ -3,7 +3,7 @@
 See :mod:`.runner` for why checks run in threads with timeouts and a background refresh.
 """
 
-from .checks import MPesaAPICheck, SecurityCheck, SystemCheck
+from .checks import EncryptionCheck, MPesaAPICheck, SecurityCheck, SystemCheck
 from .database import DatabaseCheck
 from .report import HEALTH_JSON, HealthReport
 from .result import DEGRADED, HEALTHY, UNHEALTHY, CheckResult, HealthCheck, Outcome
@@ -16,6 +16,7 @@ __all__ = [
     "UNHEALTHY",
     "CheckResult",
     "DatabaseCheck",
+    "EncryptionCheck",
     "HealthCheck",
     "HealthReport",
     "HealthRunner",

@@ -8,6 +8,7 @@ the figures stay current whichever way the check ran (background, on demand, CLI
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -259,3 +260,39 @@ class SecurityCheck:
             details={"tampered_entries": tampered},
             alertname="AuditLogTampering",
         )
+
+
+class EncryptionCheck:
+    """The ``encryption`` check: the app's own encryption, run on a fresh random sample.
+
+    ``encrypt`` is either a round trip (``bytes -> bytes``, decrypt of encrypt) or, with
+    ``decrypt``, the encryption alone: then the ciphertext must also differ from the
+    sample (a no-op "encryption" is caught). ``unhealthy`` when the sample does not come
+    back, or the app's code raises. The sample is random and never shown; an error names
+    the exception's type only (the app's message could carry key material).
+    """
+
+    SAMPLE_BYTES = 32
+
+    def __init__(self, encrypt: Callable[[bytes], Any], decrypt: Callable[[Any], Any] | None = None) -> None:
+        self.encrypt = encrypt
+        self.decrypt = decrypt
+
+    def __call__(self) -> Outcome:
+        sample = os.urandom(self.SAMPLE_BYTES)
+        try:
+            sealed = self.encrypt(sample)
+            if self.decrypt is not None:
+                if sealed == sample or sealed == sample.hex():
+                    return Outcome(UNHEALTHY, "encryption returned the plaintext unchanged",
+                                   {"round_trip": "failed"})
+                opened = self.decrypt(sealed)
+            else:
+                opened = sealed
+        except Exception as exc:
+            return Outcome(UNHEALTHY, f"encryption round trip raised {type(exc).__name__}", {"round_trip": "failed"})
+        if isinstance(opened, str):
+            opened = opened.encode("latin-1", "replace")
+        if opened != sample:
+            return Outcome(UNHEALTHY, "encryption round trip returned different bytes", {"round_trip": "failed"})
+        return Outcome(HEALTHY, None, {"round_trip": "passed"})
