@@ -314,7 +314,10 @@ render_files() {
     --smtp-require-tls "$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)" \
     --email-to-critical "$(setting ALERTMANAGER_EMAIL_TO_CRITICAL)" \
     --email-to-high "$(setting ALERTMANAGER_EMAIL_TO_HIGH)" \
-    --watchdog-url "$(setting ALERTMANAGER_WATCHDOG_URL)"
+    --watchdog-url "$(setting ALERTMANAGER_WATCHDOG_URL)" \
+    --grafana-url "$(setting GRAFANA_ROOT_URL)" \
+    --runbook-url "$(setting MPESA_RUNBOOK_URL)" \
+    --job "$(setting MPESA_APP_JOB)"
   if command -v amtool >/dev/null 2>&1; then
     # amtool resolves the container paths of secrets and templates: check a copy.
     local work

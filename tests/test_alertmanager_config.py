@@ -25,7 +25,7 @@ import pytest
 import yaml
 from werkzeug.serving import make_server
 
-from examples.demo.servers import AlertmanagerServer, SMTPSink, free_port
+from examples.demo.servers import AlertmanagerServer, SMTPSink, free_port, wait_until
 from flask_mpesa_monitor.sms_relay import RelaySettings, create_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,9 +206,19 @@ def test_alertmanager_inhibition_matches_table(inhibition_alertmanager, index):
     assert inhibited_by == ([source_fp] if case["inhibited"] else []), case["name"]
 
 
-def test_alertmanager_inhibition_table_covers_both_rules_both_ways():
-    outcomes = {(c["source"]["alertname"] == "MPesaMCPDown", c["inhibited"]) for c in TABLE["inhibitions"]}
-    assert outcomes == {(True, True), (True, False), (False, True), (False, False)}
+def test_alertmanager_inhibition_table_covers_every_rule_both_ways():
+    config = yaml.safe_load(CONFIG.read_text())
+    for rule in config["inhibit_rules"]:
+        sources = [c for c in TABLE["inhibitions"]
+                   if all(_matches(m, c["source"]) for m in rule["source_matchers"])]
+        assert {c["inhibited"] for c in sources} == {True, False}, rule["source_matchers"]
+
+
+def _matches(matcher: str, labels: dict[str, str]) -> bool:
+    name, op, value = re.match(r'(\w+)(=~|!~|!=|=)"(.*)"$', matcher).groups()
+    actual = labels.get(name, "")
+    return {"=": actual == value, "!=": actual != value, "=~": re.fullmatch(value, actual) is not None,
+            "!~": re.fullmatch(value, actual) is None}[op]
 
 
 class RelayServer:
@@ -364,3 +374,61 @@ def test_alertmanager_each_severity_reaches_only_its_integrations(delivery_stack
     assert groups["SomethingWorthKnowing"] == "null"
     assert all("SomethingWorthKnowing" not in m.text for m in stack["slack"].received())
     assert len(stack["provider"].received()) == 1
+
+
+# --- one page for one cause: DatabaseDown and HighErrorRate -------------------------
+def _page(name: str, **labels: str) -> dict:
+    return {"labels": {"alertname": name, "severity": "critical", "service": "mpesa-mcp", **labels},
+            "annotations": {"summary": f"{name} summary"}}
+
+
+DATABASE_DOWN = _page("DatabaseDown", instance="app:5000", check="database", cluster="c1", environment="prod")
+HIGH_ERROR_RATE = _page("HighErrorRate", cluster="c1", environment="prod")
+
+
+def _database_outage(stack: dict, *, source_resolves_first: bool) -> list[str]:
+    """Play a database outage as Prometheus sends it and return the Slack titles.
+
+    DatabaseDown fires first (`for: 1m` against HighErrorRate's 2m), then HighErrorRate.
+    After the recovery the error ratio still holds the outage for its window: with
+    DatabaseDown's keep_firing_for (the rules), HighErrorRate resolves while DatabaseDown
+    is still firing; ``source_resolves_first`` plays the order without it.
+    """
+    am, slack = stack["am"], stack["slack"]
+    am.post_alerts([DATABASE_DOWN])
+    slack.wait_for(1, timeout=20)
+    am.post_alerts([HIGH_ERROR_RATE])
+    wait_until(lambda: fingerprint(am, HIGH_ERROR_RATE["labels"])[1], timeout=20,
+               description="HighErrorRate inhibited by DatabaseDown")
+    if source_resolves_first:
+        am.post_alerts([{**DATABASE_DOWN, "endsAt": _now()}])
+        # HighErrorRate, still firing, is no longer inhibited: its next flush pages.
+        slack.wait_for(3, timeout=20)
+        am.post_alerts([{**HIGH_ERROR_RATE, "endsAt": _now()}])
+        slack.wait_for(4, timeout=20)
+    else:
+        am.post_alerts([{**HIGH_ERROR_RATE, "endsAt": _now()}])
+        # Alertmanager drops a resolved alert from its group once a flush has handled it.
+        wait_until(lambda: not any(a["labels"].get("alertname") == "HighErrorRate"
+                                   for g in am.groups() for a in g["alerts"]),
+                   timeout=20, description="the resolved HighErrorRate flushed")
+        am.post_alerts([{**DATABASE_DOWN, "endsAt": _now()}])
+        slack.wait_for(2, timeout=20)
+    wait_until(lambda: not am.groups() or all(not g["alerts"] for g in am.groups()), timeout=20,
+               description="every group flushed")
+    return [m.json()["attachments"][0]["title"] for m in slack.received()]
+
+
+@pytest.mark.slow
+def test_alertmanager_database_recovery_is_followed_by_no_second_critical_page(delivery_stack):
+    titles = _database_outage(delivery_stack, source_resolves_first=False)
+    assert titles == ["[FIRING:1] CRITICAL DatabaseDown", "[RESOLVED] CRITICAL DatabaseDown"]
+    [sms] = delivery_stack["provider"].received()
+    assert sms.form()["message"].startswith("CRITICAL DatabaseDown")
+
+
+@pytest.mark.slow
+def test_alertmanager_database_resolving_before_the_error_ratio_would_page_twice(delivery_stack):
+    """Why DatabaseDown has keep_firing_for: without it the symptom outlives its cause."""
+    titles = _database_outage(delivery_stack, source_resolves_first=True)
+    assert "[FIRING:1] CRITICAL HighErrorRate" in titles

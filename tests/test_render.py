@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -149,8 +150,9 @@ def test_render_writes_readable_files_only_under_out(tmp_path: Path, capsys: pyt
     finally:
         os.umask(old_umask)
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert written == ["alertmanager.yml", "prometheus-web.yml", "prometheus.yml", "rules/slo-objective.yml",
-                       "targets/mpesa-mcp.json"]
+    rules = sorted(f"rules/{path.name}" for path in (ROOT / "deploy/prometheus/rules").glob("*.yml"))
+    assert written == sorted(["alertmanager.yml", "prometheus-web.yml", "prometheus.yml", *rules,
+                              "targets/mpesa-mcp.json"])
     for path in out.rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
@@ -229,3 +231,182 @@ def test_deploy_render_and_local_stack_render_leave_git_status_clean(tmp_path: P
     assert (repo / ".local-stack" / "config" / "prometheus.yml").exists()
 
     assert _git(repo, "status", "--porcelain") == "", "a render modified or added a file git sees"
+
+
+# --- rule rendering: one factor for --fast, links from the settings --------------------
+RULES = ROOT / "deploy" / "prometheus" / "rules"
+_WORDY_DURATION = re.compile(r"\b\d+ (?:minute|hour|day|week)s?\b|\byesterday\b|\ba (?:day|week) ago\b")
+_DURATION_WORD = re.compile(r"(?<![\w.])(?:\d+(?:ms|[ywdhms]))+(?![\w])")
+
+
+def _rules(directory: Path) -> dict[str, tuple[str, dict]]:
+    found = {}
+    for path in sorted(directory.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                found[rule.get("alert") or rule["record"]] = (group["name"], rule)
+    return found
+
+
+def _promql_durations(expr: str) -> list[str]:
+    return [text for kind, text in render.promql_tokens(expr) if kind in ("range", "duration")]
+
+
+def test_durations_parse_and_scale_to_the_shortest_unit() -> None:
+    assert render.parse_duration("1h30m") == 5400
+    assert [render.scale_duration(d, 15) for d in ("5m", "1m", "10m", "1h", "1d", "1w", "0m", "2m")] == \
+        ["20s", "4s", "40s", "4m", "96m", "672m", "0m", "8s"]
+    assert render.scale_duration("10s", 15) == "667ms"
+    with pytest.raises(ValueError):
+        render.parse_duration("5 minutes")
+
+
+def test_promql_scaling_reads_tokens_not_text() -> None:
+    expr = ('sum by (organization) (rate(x{job="mpesa-mcp", window="[5m]", note="offset 5m"}[5m] offset 2m))'
+            ' / avg_over_time(ratio_rate5m[1d:5m])  # over 5m\n> 10  # count in the window\n')
+    scaled = render.scale_promql(expr, 15, job="app")
+    assert scaled == ('sum by (organization) (rate(x{job="app", window="[5m]", note="offset 5m"}[20s] offset 8s))'
+                      ' / avg_over_time(ratio_rate5m[96m:20s])  # over 5m\n> 0.6667  # count in the window\n')
+    # Numbers that are not counts keep their meaning: ratios, rates, latencies.
+    assert render.scale_promql("x[5m] > 0.05 and y > 20 / 300", 15) == "x[20s] > 0.05 and y > 20 / 300"
+    with pytest.raises(render.RenderError):
+        render.scale_promql("x > 5m", 15)  # a duration where PromQL has none
+
+
+def test_annotation_text_scales_windows_and_counts_but_not_templates() -> None:
+    text = "{{ $value | humanizeDuration }} over the last 5m (at least 20 requests per 5m; latency 5 seconds)"
+    assert render.scale_text(text, 15) == \
+        "{{ $value | humanizeDuration }} over the last 20s (at least 1.3333 requests per 20s; latency 5 seconds)"
+
+
+def test_fast_rules_divide_every_duration_by_one_factor_and_keep_their_names(tmp_path: Path) -> None:
+    assert render.FAST_FACTOR == 15  # scrape and evaluation every 15 s in production, every 1 s fast
+    render.render_rules(tmp_path, factor=render.FAST_FACTOR)
+    committed, fast = _rules(RULES), _rules(tmp_path)
+    assert list(fast) == list(committed)
+    for name, (group, rule) in committed.items():
+        fast_group, fast_rule = fast[name]
+        assert fast_group == group
+        for key in ("for", "keep_firing_for"):
+            if key in rule:
+                assert render.parse_duration(fast_rule[key]) == pytest.approx(
+                    render.parse_duration(rule[key]) / 15, abs=0.001), (name, key)
+        windows = _promql_durations(rule["expr"])
+        fast_windows = _promql_durations(fast_rule["expr"])
+        assert len(windows) == len(fast_windows), name
+        for old, new in zip(windows, fast_windows):
+            olds = [render.parse_duration(p) for p in old.strip("[]").split(":") if p]
+            news = [render.parse_duration(p) for p in new.strip("[]").split(":") if p]
+            assert news == pytest.approx([s / 15 for s in olds], abs=0.001), (name, old, new)
+    for path in sorted(RULES.glob("*.yml")):
+        for group, fast_group in zip(yaml.safe_load(path.read_text())["groups"],
+                                     yaml.safe_load((tmp_path / path.name).read_text())["groups"]):
+            if "interval" in group:
+                assert render.parse_duration(fast_group["interval"]) == render.parse_duration(group["interval"]) / 15
+    check = subprocess.run(["promtool", "check", "rules", *map(str, sorted(tmp_path.glob("*.yml")))],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("factor", [1, 15])
+def test_descriptions_state_the_durations_the_rules_use(tmp_path: Path, factor: int) -> None:
+    render.render_rules(tmp_path, factor=factor)
+    rules = _rules(tmp_path)
+    used = set()
+    for _group, rule in rules.values():
+        used |= {rule.get("for", ""), rule.get("keep_firing_for", "")}
+        for token in _promql_durations(rule["expr"]):
+            used |= {part for part in token.strip("[]").split(":") if part}
+    for name, (_group, rule) in rules.items():
+        if "alert" not in rule:
+            continue
+        for key in ("summary", "description"):
+            text = rule["annotations"][key]
+            assert not _WORDY_DURATION.search(text), (name, text)
+            named = set(_DURATION_WORD.findall(re.sub(r"\{\{.*?\}\}", "", text)))
+            assert named <= used, (name, sorted(named - used))
+
+
+def test_fast_descriptions_do_not_say_the_production_durations(tmp_path: Path) -> None:
+    render.render_rules(tmp_path, factor=15)
+    description = _rules(tmp_path)["HighResourceUsage"][1]["annotations"]["description"]
+    assert "for 40s" in description and "10m" not in description and "10 minutes" not in description
+
+
+def test_every_alert_links_its_runbook_section_and_a_dashboard_that_exists(tmp_path: Path) -> None:
+    render.render_rules(tmp_path, links=render.Links(runbooks="https://runbooks.example/mpesa.md",
+                                                     dashboards="https://grafana.example"))
+    sections = set(re.findall(r"(?m)^## (\S+)\s*$", (ROOT / "docs" / "runbooks.md").read_text()))
+    uids = {json.loads(p.read_text())["uid"] for p in (ROOT / "deploy/grafana/dashboards").glob("*.json")}
+    alerts = {name: rule for name, (_g, rule) in _rules(tmp_path).items() if "alert" in rule}
+    assert len(alerts) > 20
+    for name, rule in alerts.items():
+        annotations = rule["annotations"]
+        assert annotations["runbook_url"] == f"https://runbooks.example/mpesa.md#{name.lower()}"
+        assert name in sections
+        if name == "Watchdog":
+            assert "dashboard_url" not in annotations
+            continue
+        linked = set(re.findall(r"https://grafana\.example/d/([\w-]+)", annotations["dashboard_url"]))
+        assert linked and linked <= uids, (name, annotations["dashboard_url"])
+    assert alerts["MPesaAPIFailures"]["annotations"]["dashboard_url"] == (
+        "{{ if $labels.organization }}https://grafana.example/d/mpesa-organization?var-organization="
+        "{{ $labels.organization | urlquery }}{{ else }}https://grafana.example/d/mpesa-overview{{ end }}")
+    # The default runbook base is a file that exists: the runbooks of this checkout.
+    default = render.Links().runbook("DatabaseDown")
+    assert default.startswith("file://") and Path(default[len("file://"):].split("#")[0]).is_file()
+
+
+def test_local_stack_links_point_at_the_inbox_dashboards_view(tmp_path: Path) -> None:
+    links = render.Links(dashboards="http://127.0.0.1:8025/dashboards", style="inbox")
+    render.render_rules(tmp_path, links=links)
+    rules = _rules(tmp_path)
+    assert rules["AuthenticationBruteForce"][1]["annotations"]["dashboard_url"] == \
+        "http://127.0.0.1:8025/dashboards#mpesa-security"
+    assert "http://127.0.0.1:8025/dashboards?organization={{ $labels.organization | urlquery }}#mpesa-organization" \
+        in rules["RateLimitWarnings"][1]["annotations"]["dashboard_url"]
+
+
+def test_job_selector_is_one_setting(tmp_path: Path) -> None:
+    render.render_rules(tmp_path, job="payments-api")
+    text = "".join(p.read_text() for p in tmp_path.glob("*.yml"))
+    assert 'job="mpesa-mcp"' not in text and 'job="payments-api"' in text
+
+
+def test_slo_windows_are_generated_from_one_loop_and_committed() -> None:
+    committed = (RULES / "slo-windows.yml").read_text()
+    assert render.slo_windows_yaml() == committed, \
+        "regenerate: python3 deploy/render.py slo-windows > deploy/prometheus/rules/slo-windows.yml"
+    records = [rule["record"] for _g, rule in _rules(RULES).values() if "record" in rule]
+    for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+        assert f":mpesa_stk_errors:ratio_rate{window}" in records
+        assert f":mpesa_stk_attempts:rate{window}" in records
+
+
+def test_render_sets_the_app_job_in_the_scrape_config_and_the_rules(tmp_path: Path) -> None:
+    password = tmp_path / "prometheus_password"
+    password.write_text("s3cret-pass\n")
+    out = tmp_path / "rendered"
+    assert render.main(_render_args(out, password, job="payments-api", **{"grafana-url": "https://g.example/",
+                                                                          "runbook-url": "https://rb.example/r.md"})) == 0
+    jobs = [job["job_name"] for job in yaml.safe_load((out / "prometheus.yml").read_text())["scrape_configs"]]
+    assert "payments-api" in jobs and "mpesa-mcp" not in jobs
+    app = yaml.safe_load((out / "rules" / "app.yml").read_text())
+    down = next(r for g in app["groups"] for r in g["rules"] if r.get("alert") == "MPesaMCPDown")
+    assert 'up{job="payments-api"}' in down["expr"]
+    assert down["annotations"]["runbook_url"] == "https://rb.example/r.md#mpesamcpdown"
+    assert down["annotations"]["dashboard_url"].endswith("https://g.example/d/mpesa-overview{{ end }}")
+
+
+def test_local_stack_renders_fast_rules_with_its_own_loopback_links(tmp_path: Path) -> None:
+    from examples.demo.localstack import LocalStack
+
+    stack = LocalStack(state_dir=tmp_path / "stack", fast=True)
+    stack.render()
+    rules = _rules(tmp_path / "stack" / "config" / "rules")
+    inbox = stack.url("inbox")
+    overview = rules["HighErrorRate"][1]
+    assert overview["for"] == "8s" and overview["keep_firing_for"] == "8s"
+    assert overview["annotations"]["dashboard_url"].endswith(f"{inbox}/dashboards#mpesa-overview{{{{ end }}}}")
+    assert "over the last 20s" in overview["annotations"]["description"]
+    assert f"--web.external-url={stack.url('prometheus')}" in stack.prometheus_args()

@@ -12,8 +12,11 @@ under /tmp and ``.local-stack/pids.json`` records where, so that ``--down`` remo
 Configs are rendered from the same files as production, ``deploy/prometheus`` and
 ``deploy/alertmanager``: only addresses, receiver URLs and secrets change (no Docker
 service names, no secret files). With ``fast`` (the end-to-end tests, or ``--fast``),
-scrape and evaluation run every second, Alertmanager groups wait one second, and every
-rule's ``for:`` is divided by :data:`FAST_FOR_DIVISOR`: the same rules, sooner.
+scrape and evaluation run every second instead of every 15, Alertmanager groups wait one
+second, and deploy/render.py divides every duration of the rules (windows, offsets,
+``for:``, ``keep_firing_for:``, counts per window) by ``FAST_FACTOR`` (15): the same
+rules on a 15 times faster clock. Alert links point at the local stack: runbooks at the
+checkout's docs/runbooks.md, dashboards at the inbox's dashboards view.
 
     python -m examples.demo.localstack [--fast] [--duration SECONDS] [--database sqlite]
     python -m examples.demo.localstack --down
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -47,7 +49,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 DEFAULT_STATE = REPO / ".local-stack"
 ORGANIZATIONS = ("acme", "jambo", "duka", "safari")
-FAST_FOR_DIVISOR = 30  # for: 1m -> 2s, 5m -> 10s, 10m -> 20s
 
 #: Preferred ports for the interactive stack (a free one is taken when one is busy).
 DEFAULT_PORTS = {"app": 8000, "simulator": 8081, "inbox": 8025, "smtp": 2525, "relay": 9099,
@@ -67,19 +68,21 @@ def _port(preferred: int | None) -> int:
     return free_port()
 
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+def _load_render() -> Any:
+    """deploy/render.py (a script, not a package: the deploy host runs it with plain python3)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_render", DEPLOY / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("deploy_render", module)
+    spec.loader.exec_module(module)
+    return module
 
 
-def shorten(duration: str, divisor: int) -> str:
-    """``"5m"`` divided by ``divisor``, at least one second (``"0m"`` stays zero)."""
-    match = _DURATION.match(str(duration).strip())
-    if not match:
-        raise ValueError(f"cannot shorten the duration {duration!r}: use one unit, as 5m or 90s.")
-    seconds = int(match.group(1)) * _SECONDS[match.group(2)]
-    if seconds == 0:
-        return "0s"
-    return f"{max(1, round(seconds / divisor))}s"
+render = _load_render()
+#: Every rule duration is divided by this in fast mode (15 s scrapes -> 1 s).
+FAST_FACTOR: int = render.FAST_FACTOR
 
 
 def postgres_base_dir(state_dir: Path) -> Path | None:
@@ -107,24 +110,14 @@ def alertmanager_has_ui(url: str) -> bool:
     return answer.status_code == 200 and "does not include" not in answer.text
 
 
-def render_rules(target: Path, fast: bool, slo_objective: float | None = None) -> list[Path]:
-    """Copy deploy/prometheus/rules, shortening every ``for:`` when ``fast``."""
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for source in sorted((DEPLOY / "prometheus" / "rules").glob("*.yml")):
-        document = yaml.safe_load(source.read_text())
-        for group in document.get("groups", []):
-            if fast and "interval" in group:
-                group["interval"] = shorten(group["interval"], FAST_FOR_DIVISOR)
-            for rule in group.get("rules", []):
-                if fast and "for" in rule:
-                    rule["for"] = shorten(rule["for"], FAST_FOR_DIVISOR)
-                if slo_objective is not None and rule.get("record") == ":mpesa_stk_slo:objective":
-                    rule["expr"] = f"vector({slo_objective})"
-        path = target / source.name
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-        written.append(path)
-    return written
+def render_rules(target: Path, fast: bool, slo_objective: float | None = None,
+                 inbox_url: str | None = None) -> list[Path]:
+    """deploy/prometheus/rules rendered by deploy/render.py: time divided by
+    :data:`FAST_FACTOR` when ``fast``; links to the checkout's runbooks and, given
+    ``inbox_url``, to the inbox's dashboards view (there is no Grafana here)."""
+    links = render.Links(dashboards=f"{inbox_url}/dashboards" if inbox_url else None, style="inbox")
+    return render.render_rules(target, factor=FAST_FACTOR if fast else 1, links=links,
+                               slo_objective=None if slo_objective is None else str(slo_objective))
 
 
 def render_prometheus(ports: dict[str, int], rules_dir: Path, token_file: Path, fast: bool) -> dict[str, Any]:
@@ -256,12 +249,18 @@ class LocalStack:
         token_file.write_text(self.metrics_token)
         token_file.chmod(0o600)
         (secrets_dir / "at_api_key").write_text("local-inbox-key")
-        rules = render_rules(config_dir / "rules", self.fast)
+        rules = render_rules(config_dir / "rules", self.fast, inbox_url=self.url("inbox"))
         self.rule_files = rules
         self.prometheus_config = render_prometheus(self.ports, config_dir / "rules", token_file, self.fast)
         (config_dir / "prometheus.yml").write_text(yaml.safe_dump(self.prometheus_config, sort_keys=False))
         self.alertmanager_config = render_alertmanager(self.ports, self.fast)
         (config_dir / "alertmanager.yml").write_text(yaml.safe_dump(self.alertmanager_config, sort_keys=False))
+
+    def prometheus_args(self) -> list[str]:
+        """Prometheus' flags beyond the server's own: the external URL makes each alert's
+        "Source" link (generatorURL) an address that works here, not the host name."""
+        extra = [f"--web.external-url={self.url('prometheus')}"]
+        return extra + (["--rules.alert.resend-delay=1s"] if self.fast else [])
 
     def _python(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> ManagedProcess:
         process = ManagedProcess([sys.executable, "-m", module, *args], env={"PYTHONPATH": str(REPO), **(env or {})},
@@ -301,7 +300,7 @@ class LocalStack:
             "SMS_RELAY_BASE_URL": self.url("inbox"), "SMS_RELAY_AT_USERNAME": "sandbox",
             "SMS_RELAY_AT_API_KEY_FILE": str(self.state_dir / "secrets" / "at_api_key"),
             "SMS_RELAY_HOST": "127.0.0.1", "SMS_RELAY_PORT": str(self.ports["relay"]),
-            "SMS_RELAY_DEDUP_SECONDS": "300"})
+            "SMS_RELAY_DEDUP_SECONDS": "3600"})  # per incident: a new incident is always texted
         for name, path in (("simulator", "/sim/config"), ("inbox", "/api/stats"), ("relay", "/-/healthy")):
             wait_http(self.url(name) + path, timeout=20)
         env = {
@@ -320,6 +319,9 @@ class LocalStack:
             # The traffic generator stands for the reverse proxy in front of the app: its
             # X-Forwarded-For is believed, so the app sees each client's address.
             "MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES": "127.0.0.1,::1",
+            # The suspicious-IP window on the fast clock too (900 s / 15), so that
+            # AuthenticationBruteForce resolves within its bound.
+            "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if self.fast else "900",
             **self.app_env,
         }
         self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,
@@ -332,9 +334,8 @@ class LocalStack:
                                                port=self.ports["alertmanager"], base_dir=self.state_dir / "alertmanager")
         self.alertmanager.start()
         self.processes.append(self.alertmanager)
-        extra = ["--rules.alert.resend-delay=1s"] if self.fast else []
         self.prometheus = PrometheusServer(self.state_dir / "config" / "prometheus.yml", port=self.ports["prometheus"],
-                                           base_dir=self.state_dir / "prometheus", extra_args=extra)
+                                           base_dir=self.state_dir / "prometheus", extra_args=self.prometheus_args())
         self.prometheus.start()
         self.processes.append(self.prometheus)
         self._wait_until_scraping()
@@ -462,7 +463,7 @@ class StatusPrinter:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy-monitoring.sh --local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--down", action="store_true", help="stop a stack started from another shell")
-    parser.add_argument("--fast", action="store_true", help="1 s scrapes and evaluations, shortened for: durations")
+    parser.add_argument("--fast", action="store_true", help="1 s scrapes and evaluations, every rule duration divided by 15")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until Ctrl-C or --down)")
     parser.add_argument("--rps", type=float, default=5.0, help="demo requests per second")

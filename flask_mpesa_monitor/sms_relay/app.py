@@ -35,7 +35,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from .config import RelaySettings
-from .dedup import DedupStore
+from .dedup import DedupStore, incident_key
 from .masking import get_logger, mask_phone
 from .message import format_sms
 from .payload import Alert, Notification, PayloadError, parse_notification
@@ -123,10 +123,10 @@ class Relay:
         name = alert.labels.get("alertname", "")
         pending = []
         for number in self.settings.recipients:
-            if self.store.seen((alert.fingerprint, alert.status, number)):
+            if self.store.seen(incident_key(alert.fingerprint, alert.starts_at, alert.status, number)):
                 outcome.deduplicated += 1
                 self.messages.labels(self.provider.name, "deduplicated").inc()
-                logger.info("already texted %s %s to %s within %ss; skipped",
+                logger.info("already texted this incident (%s %s) to %s within %ss; skipped",
                             alert.status, name, mask_phone(number), self.settings.dedup_seconds)
             else:
                 pending.append(number)
@@ -135,7 +135,7 @@ class Relay:
         text = format_sms(alert.as_dict())
         for delivery in self.provider.send(text, pending):
             if delivery.ok:
-                self.store.record((alert.fingerprint, alert.status, delivery.recipient))
+                self.store.record(incident_key(alert.fingerprint, alert.starts_at, alert.status, delivery.recipient))
                 outcome.sent += 1
                 self.messages.labels(self.provider.name, "sent").inc()
                 logger.info("texted %s %s to %s via %s", alert.status, name,

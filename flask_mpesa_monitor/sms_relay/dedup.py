@@ -1,9 +1,15 @@
-"""Remember which (alert, status, recipient) was texted recently.
+"""Remember which incident was texted to which number: one text per incident.
 
-Alertmanager retries a webhook that failed, and re-sends a group every group_interval
-when it changes. The relay records a delivery only once the provider accepted it, so a
-retry after a partial failure reaches only the numbers that did not get the text, and a
-repeat inside the window costs nothing.
+An incident is one alert (Alertmanager's fingerprint: its label set) from the time it
+started (``startsAt``): a retry of a webhook that failed, a group re-sent every
+group_interval because another alert of it changed, or the second Alertmanager of a pair
+carry the same fingerprint and ``startsAt`` and are not texted again; the same alert
+firing again later is a new incident (a new ``startsAt``) and is always texted, however
+soon after the first. The window only bounds how long an incident is remembered (a
+reminder after repeat_interval past the window is texted again).
+
+The relay records a delivery only once the provider accepted it, so a retry after a
+partial failure reaches only the numbers that did not get the text.
 
 The store is in memory and per process: run the relay as one process (gunicorn with
 one worker and threads, as the Dockerfile does). A restart forgets the window, which can
@@ -17,6 +23,13 @@ import threading
 import time
 from collections import OrderedDict
 from typing import Callable, Hashable
+
+
+def incident_key(fingerprint: str, starts_at: str, status: str, recipient: str) -> Hashable:
+    """The key of one text: this incident (fingerprint, ``startsAt``), in this status,
+    to this number. Without ``startsAt`` (a sender that omits it) the fingerprint alone
+    stands for the incident, within the window."""
+    return (fingerprint, starts_at.strip(), status, recipient)
 
 
 class DedupStore:

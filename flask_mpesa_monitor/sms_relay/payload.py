@@ -30,6 +30,9 @@ class Alert:
     labels: dict[str, str]
     annotations: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
+    #: When the incident began (Alertmanager's ``startsAt``): with the fingerprint, the
+    #: incident the de-duplication remembers. Empty when the sender leaves it out.
+    starts_at: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "labels": self.labels, "annotations": self.annotations}
@@ -78,7 +81,10 @@ def _alert(item: Any, index: int) -> Alert:
     fingerprint = item.get("fingerprint")
     if fingerprint is not None and not isinstance(fingerprint, str):
         raise PayloadError(f"{where}.fingerprint must be a string")
-    return Alert(status, labels, annotations, fingerprint or _fingerprint(labels))
+    starts_at = item.get("startsAt")
+    if starts_at is not None and not isinstance(starts_at, str):
+        raise PayloadError(f"{where}.startsAt must be a string")
+    return Alert(status, labels, annotations, fingerprint or _fingerprint(labels), starts_at or "")
 
 
 def _string_map(value: Any, where: str, *, required: bool) -> dict[str, str]:
