@@ -340,3 +340,100 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------- the fault catalogue
+
+
+def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]:
+    """Every fault of examples/demo/faults.py in one local stack (group by group, as the
+    end-to-end tests run them): seconds to the page per channel and to the resolution."""
+    import subprocess
+    import threading
+
+    from examples.demo import faults as catalogue
+    from examples.demo.localstack import LocalStack
+    from examples.demo.traffic import TrafficConfig, _Runner, configure_simulator
+
+    measured: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
+        disk = Path(tmp) / "small-disk"
+        disk.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                                 capture_output=True, timeout=10).returncode == 0
+        env = catalogue.app_env(disk if mounted else None, fast=fast)
+        rendered = catalogue.render_configs(fast, env)
+        try:
+            with LocalStack(Path(tmp) / "stack", fast=fast, database="postgres", app_env=env,
+                            app_args=["--worker-class", "gthread", "--threads", "8"]) as stack:
+                configure_simulator(stack.url("simulator"))
+                runner = _Runner(TrafficConfig(stack.url("app"), duration=6 * 3600, rps=4,
+                                               orgs=catalogue.BACKGROUND_ORGS, users=60))
+                background = threading.Thread(target=runner.run, daemon=True)
+                background.start()
+                try:
+                    for name, faults in catalogue.groups().items():
+                        faults = [f for f in faults if mounted or f.needs != "disk"]
+                        result = catalogue.run_group(stack, faults, rendered, disk_dir=disk if mounted else None,
+                                                     log=log)
+                        for m in result.measurements:
+                            measured[f"{m.fault}/{m.alert}/{m.organization or '-'}"] = {
+                                "page_s": m.page_s, "resolve_s": m.resolve_s, "channels": list(m.channels),
+                                "bound_page": m.bound.page, "bound_resolve": m.bound.resolve,
+                                "firing_count": m.firing_count,
+                                "unexpected_critical": sorted({n for msg in result.unexpected_critical
+                                                               for n in msg.get("alertnames") or []})}
+                finally:
+                    runner.stop()
+                    background.join(10)
+        finally:
+            if mounted:
+                subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
+    return measured
+
+
+def run_catalogue(measure: bool = True, production: bool = False) -> Result:
+    """The catalogue's bounds at ``--fast`` and production intervals, and (``measure``)
+    the measured seconds beside them: fast always, production when asked (hours)."""
+    started = time.monotonic()
+    from examples.demo import faults as catalogue
+
+    result = Result(
+        key="fault_latency",
+        title="5b. Every fault of the catalogue: seconds to the page per channel, to the resolution",
+        method=("examples/demo/faults.py injects each fault into the local stack (background demo traffic for "
+                "acme and jambo) and reverts it once it paged. Bound: worst case computed from the rendered "
+                "configuration (scrape, evaluation, the rule's window, `for`, `keep_firing_for`, the route's "
+                "`group_wait`/`group_interval`, the health check, the app's own memory). Measured: seconds "
+                "from the injection to each channel's page, and from the revert to the Slack and email "
+                "resolution."),
+        header=["fault", "alert", "intervals", "channels", "page s measured (slack/email/sms)", "page bound s",
+                "resolve s measured (slack/email)", "resolve bound s"],
+    )
+    modes = [True, False]
+    measured = {mode: (measure_catalogue(mode) if measure and (mode or production) else {}) for mode in modes}
+    for mode in modes:
+        rendered = catalogue.render_configs(mode)
+        for fault in catalogue.FAULTS:
+            for expect in fault.expects:
+                try:
+                    bound = catalogue.bounds(fault, expect, rendered)
+                except KeyError as exc:
+                    result.notes.append(f"{fault.name}: {exc}")
+                    continue
+                channels = catalogue.channels_for(rendered, expect.severity, expect.alert)
+                got = measured[mode].get(f"{fault.name}/{expect.alert}/{expect.organization or '-'}", {})
+
+                def shown(values: dict[str, float] | None, wanted: tuple[str, ...]) -> str:
+                    if not got:
+                        return "not measured"
+                    return "/".join(fmt(values[c], 1) if c in (values or {}) else "**none**" for c in wanted)
+
+                result.rows.append([fault.name, f"{expect.alert}({expect.organization or '-'})",
+                                    "--fast" if mode else "production", ", ".join(channels),
+                                    shown(got.get("page_s"), channels), fmt(bound.page, 0),
+                                    shown(got.get("resolve_s"), tuple(c for c in channels if c != "sms")),
+                                    fmt(bound.resolve, 0)])
+    result.data = {"measured": {("fast" if k else "production"): v for k, v in measured.items()}}
+    result.seconds = time.monotonic() - started
+    return result
