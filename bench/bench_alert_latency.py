@@ -334,8 +334,19 @@ def run(measure: bool = True) -> Result:
     return result
 
 
-def main() -> None:
-    print(run().markdown())
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_alert_latency")
+    parser.add_argument("--catalogue", action="store_true",
+                        help="every fault of examples/demo/faults.py, measured at --fast intervals")
+    parser.add_argument("--production", action="store_true", help="with --catalogue: production intervals too (hours)")
+    parser.add_argument("--bounds-only", action="store_true", help="computed bounds, nothing measured")
+    args = parser.parse_args(argv)
+    if args.catalogue:
+        print(run_catalogue(measure=not args.bounds_only, production=args.production).markdown())
+    else:
+        print(run(measure=not args.bounds_only).markdown())
 
 
 if __name__ == "__main__":

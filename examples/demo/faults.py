@@ -300,7 +300,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("audit_tampering", "SQL: one transaction's status set to 'refunded' (a state the app never writes)",
           "SQL: the row set back to 'success'",
           _tamper, lambda c: c.sql("UPDATE transactions SET status = 'success' WHERE status = 'refunded'"),
-          (Expect("AuditLogTampering", "critical", signal="gauge", health=True),), group="tenants"),
+          (Expect("AuditLogTampering", "critical", signal="gauge", health=True),), group="tenants",
+          app_memory_s=_app_alert_ends),
     Fault("rate_limit_burst", "30 balance reads of kilele at once (limit 3 per minute per worker)",
           "nothing to revert (the burst is over)",
           _rate_limit_burst, lambda c: None,
@@ -627,13 +628,18 @@ def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: 
         fault.inject(ctx)
     injected = time.time()
 
-    def poll(status: str, since: float, target: dict[int, dict[str, float]], deadline: float) -> None:
+    def poll(status: str, since: float, target: dict[int, dict[str, float]], deadline: float,
+             after: float | None = None) -> None:
+        """Seconds from ``since`` to each expected notification received after ``after``
+        (a resolution may come before the revert: a burst that is over by itself)."""
         while time.time() < deadline:
-            messages = inbox_messages(stack, since)
+            messages = inbox_messages(stack, since if after is None else after)
             for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
                 for msg in messages:
                     if msg.get("status") == status and msg["channel"] in m.channels and about(msg, e):
-                        target.setdefault(index, {}).setdefault(msg["channel"], round(msg["received_ts"] - since, 1))
+                        seen = target.setdefault(index, {})
+                        value = round(msg["received_ts"] - since, 1)
+                        seen[msg["channel"]] = min(value, seen.get(msg["channel"], value))
             wanted = [(i, m) for i, m in enumerate(measurements)
                       if any(c not in target.get(i, {}) for c in m.channels if status == "firing" or c != "sms")]
             if not wanted:
@@ -654,7 +660,7 @@ def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: 
     if resolve_within is not None:
         longest = min(longest, resolve_within)
     resolutions: dict[int, dict[str, float]] = {}
-    poll("resolved", reverted, resolutions, reverted + longest)
+    poll("resolved", reverted, resolutions, reverted + longest, after=injected)
     ctx.stop_all()
     for index, m in enumerate(measurements):
         m.resolve_s = resolutions.get(index, {})
