@@ -54,7 +54,7 @@ __all__ = ["Expect", "Fault", "FaultContext", "FAULTS", "by_name", "groups", "bo
 
 #: Organizations of the end-to-end stack: the background traffic, then one per tenant fault.
 BACKGROUND_ORGS = ("acme", "jambo")
-E2E_ORGS = BACKGROUND_ORGS + ("safari", "duka", "pwani", "kilele", "tembo", "lento")
+E2E_ORGS = BACKGROUND_ORGS + ("safari", "duka", "ngao", "pwani", "kilele", "tembo", "lento")
 #: The one client address that guesses passwords in the brute-force fault.
 BRUTE_FORCE_IP = "10.250.0.66"
 #: Seconds the demo app waits for Daraja in the end-to-end stack (``DEMO_DARAJA_TIMEOUT``):
@@ -275,11 +275,11 @@ FAULTS: tuple[Fault, ...] = (
           lambda c: c.sim({"orgs": {"tembo": None}}),
           (Expect("MPesaAPIFailures", "critical", "tembo"),),
           group="tenants", needs="gthread", quiet=(_NOT_DARAJA_5XX,)),
-    Fault("token_refresh_failures", "simulator: reject_consumer_keys [pwani-consumer-key]; pwani pushes",
+    Fault("token_refresh_failures", "simulator: reject_consumer_keys [ngao-consumer-key]; ngao pushes",
           "simulator: reject_consumer_keys []",
-          lambda c: (c.sim({"reject_consumer_keys": ["pwani-consumer-key"]}), c.loop("pwani", "pwani", "push", 5.0)),
+          lambda c: (c.sim({"reject_consumer_keys": ["ngao-consumer-key"]}), c.loop("ngao", "ngao", "push", 5.0)),
           lambda c: c.sim({"reject_consumer_keys": []}),
-          (Expect("TokenRefreshFailures", "critical", "pwani", signal="window"),),
+          (Expect("TokenRefreshFailures", "critical", "ngao", signal="window"),),
           group="tenants", quiet=(_NOT_DARAJA_5XX,)),
     Fault("callbacks_lost", "simulator: orgs.duka.callbacks_lost 1.0; duka pushes every 2 s",
           "simulator: orgs.duka removed (pushes continue, callbacks flow again)",
