@@ -18,9 +18,9 @@ from bench.bench_soak import soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-#: Seconds of traffic (MPESA_SOAK_SECONDS to change): at --fast, 180 s stand for 45
+#: Seconds of traffic (MPESA_SOAK_SECONDS to change): at --fast, 120 s stand for 30
 #: minutes of the production clock.
-SOAK_SECONDS = float(os.environ.get("MPESA_SOAK_SECONDS", "180"))
+SOAK_SECONDS = float(os.environ.get("MPESA_SOAK_SECONDS", "120"))
 
 
 def test_soak_normal_traffic_pages_nobody(tmp_path):
