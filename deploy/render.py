@@ -48,8 +48,8 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 #: The repository: the templates are read from here, whatever the current directory.
 ROOT = Path(__file__).resolve().parent.parent

@@ -304,7 +304,7 @@ def test_fast_rules_divide_every_duration_by_one_factor_and_keep_their_names(tmp
             if "interval" in group:
                 assert render.parse_duration(fast_group["interval"]) == render.parse_duration(group["interval"]) / 15
     check = subprocess.run(["promtool", "check", "rules", *map(str, sorted(tmp_path.glob("*.yml")))],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
 
 

@@ -18,7 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from examples.demo.servers import PrometheusServer, free_port, wait_until
 from flask_mpesa_monitor import metrics
@@ -79,7 +85,7 @@ class Exposition:
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 body = generate_latest(registry)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")

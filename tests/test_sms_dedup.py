@@ -11,7 +11,13 @@ import pytest
 
 from flask_mpesa_monitor.sms_relay import create_app
 from flask_mpesa_monitor.sms_relay.dedup import DedupStore, incident_key
-from tests.test_sms_relay import Clock, FakeAfricasTalking, alert, at_settings, notification
+from tests.test_sms_relay import (
+    Clock,
+    FakeAfricasTalking,
+    alert,
+    at_settings,
+    notification,
+)
 
 
 @pytest.fixture
