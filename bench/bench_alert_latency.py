@@ -45,7 +45,7 @@ ALERTS = ("DatabaseDown", "CrossTenantAccessAttempt")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
 
 
-def seconds(duration: str | int | float | None, default: float = 0.0) -> float:
+def seconds(duration: str | float | None, default: float = 0.0) -> float:
     """A Prometheus duration (``1m30s``, ``15s``, ``0m``) in seconds."""
     if duration is None:
         return default
@@ -371,7 +371,7 @@ def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]
         disk = Path(tmp) / "small-disk"
         disk.mkdir()
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                                 capture_output=True, timeout=10).returncode == 0
+                                 capture_output=True, timeout=10, check=False).returncode == 0
         env = catalogue.app_env(disk if mounted else None, fast=fast)
         rendered = catalogue.render_configs(fast, env)
         try:
@@ -383,7 +383,7 @@ def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]
                 background = threading.Thread(target=runner.run, daemon=True)
                 background.start()
                 try:
-                    for name, faults in catalogue.groups().items():
+                    for faults in catalogue.groups().values():
                         faults = [f for f in faults if mounted or f.needs != "disk"]
                         result = catalogue.run_group(stack, faults, rendered, disk_dir=disk if mounted else None,
                                                      log=log)
@@ -399,7 +399,7 @@ def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]
                     background.join(10)
         finally:
             if mounted:
-                subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
+                subprocess.run(["umount", str(disk)], capture_output=True, timeout=30, check=False)
     return measured
 
 
@@ -435,7 +435,7 @@ def run_catalogue(measure: bool = True, production: bool = False) -> Result:
                 channels = catalogue.channels_for(rendered, expect.severity, expect.alert)
                 got = measured[mode].get(f"{fault.name}/{expect.alert}/{expect.organization or '-'}", {})
 
-                def shown(values: dict[str, float] | None, wanted: tuple[str, ...]) -> str:
+                def shown(values: dict[str, float] | None, wanted: tuple[str, ...], got: dict[str, Any] = got) -> str:
                     if not got:
                         return "not measured"
                     return "/".join(fmt(values[c], 1) if c in (values or {}) else "**none**" for c in wanted)

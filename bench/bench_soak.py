@@ -77,7 +77,7 @@ class HostReadings:
                 "memory": psutil.virtual_memory().percent / 100.0,
                 "disk": psutil.disk_usage(self.disk_path).percent / 100.0}))
 
-    def __enter__(self) -> "HostReadings":
+    def __enter__(self) -> HostReadings:
         self._thread.start()
         return self
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ def small_disk(base: Path) -> tuple[Path | None, str]:
     if shutil.which("mount") is None:
         return None, "no mount command"
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(target)], capture_output=True,
-                          timeout=10)
+                          timeout=10, check=False)
     if done.returncode != 0:
         return None, f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}"
     return target, ""
@@ -58,7 +57,7 @@ def disk(tmp_path_factory):
     path, why = small_disk(tmp_path_factory.mktemp("disk"))
     yield path, why
     if path is not None:
-        subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+        subprocess.run(["umount", str(path)], capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +258,7 @@ def test_e2e_late_resolutions_arrive(stack):
         expect = next(e for f in catalogue.FAULTS if f.name == m.fault for e in f.expects if e.alert == m.alert)
         deadline = time.time() + m.bound.resolve * 1.5 + 20
 
-        def resolved() -> bool:
+        def resolved(m: catalogue.Measurement = m, expect: catalogue.Expect = expect) -> bool:
             found = {msg["channel"] for msg in catalogue.inbox_messages(stack, 0)
                      if msg.get("status") == "resolved" and catalogue.about(msg, expect)}
             return {c for c in m.channels if c != "sms"} <= found

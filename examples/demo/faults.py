@@ -48,9 +48,25 @@ from typing import Any
 import requests
 import yaml
 
-__all__ = ["Expect", "Fault", "FaultContext", "FAULTS", "by_name", "groups", "bounds", "channels_for",
-           "rule_of", "Rendered", "render_configs", "run_group", "Measurement", "E2E_ORGS", "BACKGROUND_ORGS",
-           "BRUTE_FORCE_IP", "app_env"]
+__all__ = [
+    "BACKGROUND_ORGS",
+    "BRUTE_FORCE_IP",
+    "E2E_ORGS",
+    "FAULTS",
+    "Expect",
+    "Fault",
+    "FaultContext",
+    "Measurement",
+    "Rendered",
+    "app_env",
+    "bounds",
+    "by_name",
+    "channels_for",
+    "groups",
+    "render_configs",
+    "rule_of",
+    "run_group",
+]
 
 #: Organizations of the end-to-end stack: the background traffic, then one per tenant fault.
 BACKGROUND_ORGS = ("acme", "jambo")
@@ -96,15 +112,15 @@ class Fault:
     name: str
     injected: str  # how, in words
     reverted: str
-    inject: Callable[["FaultContext"], None]
-    revert: Callable[["FaultContext"], None]
+    inject: Callable[[FaultContext], None]
+    revert: Callable[[FaultContext], None]
     expects: tuple[Expect, ...]
     #: Faults of one group run together in one stack: they do not interfere.
     group: str
     #: Alerts that must not page during this fault (beyond "nothing else critical").
     quiet: tuple[tuple[str, str], ...] = ()  # (alert, why it must stay quiet / what it needs)
     #: Seconds the app itself keeps the fault's trace after the revert.
-    app_memory_s: Callable[["Rendered"], float] = lambda rendered: 0.0
+    app_memory_s: Callable[[Rendered], float] = lambda rendered: 0.0
     #: Needs a stack made for it (gthread workers, a small disk); None: any stack.
     needs: str | None = None
 
@@ -248,16 +264,18 @@ def _tamper(ctx: FaultContext) -> None:
             "(SELECT checkout_id FROM transactions WHERE status <> 'refunded' LIMIT 1)")
 
 
-def _auth_window(rendered: "Rendered") -> float:
+def _auth_window(rendered: Rendered) -> float:
     return float(rendered.app_env.get("MPESA_MONITOR_AUTH_FAILURE_WINDOW", 900))
 
 
-def _app_alert_ends(rendered: "Rendered") -> float:
+def _app_alert_ends(rendered: Rendered) -> float:
     return 300.0  # the extension's app-side alerts carry endsAt = now + 300 s
 
 
-_NOT_DARAJA_5XX = ("HighErrorRate", "the app's 5xx answers to Daraja's refusals page as HighErrorRate; needs an "
-                   "inhibition or an error ratio that leaves out upstream failures (in no branch yet)")
+_NOT_DARAJA_5XX = ("HighErrorRate", ("the app's 5xx answers to Daraja's refusals page as HighErrorRate; needs an "
+                                     "inhibition or an error ratio that leaves out upstream failures (in no branch yet)"))
+_INHIBITED_BY_DATABASE = ("HighErrorRate", ("DatabaseDown inhibits HighErrorRate, and outlives the error ratio's "
+                                            "window with keep_firing_for (rules)"))
 
 FAULTS: tuple[Fault, ...] = (
     # ---- per-tenant and app-side faults: they do not interfere, one stack run ("tenants")
@@ -334,15 +352,13 @@ FAULTS: tuple[Fault, ...] = (
           lambda c: c.stack.postgres.stop(), lambda c: c.stack.postgres.start(),
           (Expect("DatabaseDown", "critical", signal="gauge", health=True),),
           group="database_down",
-          quiet=(("HighErrorRate", "DatabaseDown inhibits HighErrorRate, and outlives the error ratio's window "
-                                   "with keep_firing_for (rules)"),)),
+          quiet=(_INHIBITED_BY_DATABASE,)),
     Fault("database_hung", "every PostgreSQL process stopped with SIGSTOP (connections hang, nothing refuses)",
           "SIGCONT to the same processes",
           lambda c: c.freeze_postgres(), lambda c: c.thaw_postgres(),
           (Expect("DatabaseDown", "critical", signal="gauge", health=True),),
           group="database_hung",
-          quiet=(("HighErrorRate", "DatabaseDown inhibits HighErrorRate, and outlives the error ratio's window "
-                                   "with keep_firing_for (rules)"),)),
+          quiet=(_INHIBITED_BY_DATABASE,)),
     Fault("app_down", "the demo app's gunicorn stopped", "gunicorn started again",
           lambda c: c.stack.app.stop(), lambda c: c.stack.app.start(),
           (Expect("MPesaMCPDown", "critical", signal="gauge"),), group="app_down"),
@@ -495,7 +511,7 @@ def channels_for(rendered: Rendered, severity: str, alert: str = "X") -> tuple[s
 _GUARD = re.compile(r"present_over_time\([^\[]*\[[^\]]*\]\s*(?:offset\s+[0-9a-z]+)?\)")
 
 
-def _expanded(expr: str, rendered: "Rendered", depth: int = 0) -> str:
+def _expanded(expr: str, rendered: Rendered, depth: int = 0) -> str:
     """``expr`` with the expressions of the recording rules it reads appended."""
     if depth > 4:
         return expr

@@ -52,8 +52,17 @@ from typing import Any
 
 import requests
 
-__all__ = ["TrafficConfig", "TrafficSummary", "run", "fake_phone", "mask_phone", "client_address",
-           "configure_simulator", "NORMAL_DARAJA", "main"]
+__all__ = [
+    "NORMAL_DARAJA",
+    "TrafficConfig",
+    "TrafficSummary",
+    "client_address",
+    "configure_simulator",
+    "fake_phone",
+    "main",
+    "mask_phone",
+    "run",
+]
 
 #: Relative weights of the actions within a session (cross_tenant comes from the config).
 ACTION_WEIGHTS = {"stk_push": 0.5, "transactions": 0.25, "balance": 0.2}
