@@ -45,7 +45,7 @@ ALERTS = ("DatabaseDown", "CrossTenantAccessAttempt")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
 
 
-def seconds(duration: str | int | float | None, default: float = 0.0) -> float:
+def seconds(duration: str | float | None, default: float = 0.0) -> float:
     """A Prometheus duration (``1m30s``, ``15s``, ``0m``) in seconds."""
     if duration is None:
         return default
@@ -334,9 +334,117 @@ def run(measure: bool = True) -> Result:
     return result
 
 
-def main() -> None:
-    print(run().markdown())
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_alert_latency")
+    parser.add_argument("--catalogue", action="store_true",
+                        help="every fault of examples/demo/faults.py, measured at --fast intervals")
+    parser.add_argument("--production", action="store_true", help="with --catalogue: production intervals too (hours)")
+    parser.add_argument("--bounds-only", action="store_true", help="computed bounds, nothing measured")
+    args = parser.parse_args(argv)
+    if args.catalogue:
+        print(run_catalogue(measure=not args.bounds_only, production=args.production).markdown())
+    else:
+        print(run(measure=not args.bounds_only).markdown())
 
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------- the fault catalogue
+
+
+def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]:
+    """Every fault of examples/demo/faults.py in one local stack (group by group, as the
+    end-to-end tests run them): seconds to the page per channel and to the resolution."""
+    import subprocess
+    import threading
+
+    from examples.demo import faults as catalogue
+    from examples.demo.localstack import LocalStack
+    from examples.demo.traffic import TrafficConfig, _Runner, configure_simulator
+
+    measured: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
+        disk = Path(tmp) / "small-disk"
+        disk.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                                 capture_output=True, timeout=10, check=False).returncode == 0
+        env = catalogue.app_env(disk if mounted else None, fast=fast)
+        rendered = catalogue.render_configs(fast, env)
+        try:
+            with LocalStack(Path(tmp) / "stack", fast=fast, database="postgres", app_env=env,
+                            app_args=["--worker-class", "gthread", "--threads", "8"]) as stack:
+                configure_simulator(stack.url("simulator"))
+                runner = _Runner(TrafficConfig(stack.url("app"), duration=6 * 3600, rps=4,
+                                               orgs=catalogue.BACKGROUND_ORGS, users=60))
+                background = threading.Thread(target=runner.run, daemon=True)
+                background.start()
+                try:
+                    for faults in catalogue.groups().values():
+                        faults = [f for f in faults if mounted or f.needs != "disk"]
+                        result = catalogue.run_group(stack, faults, rendered, disk_dir=disk if mounted else None,
+                                                     log=log)
+                        for m in result.measurements:
+                            measured[f"{m.fault}/{m.alert}/{m.organization or '-'}"] = {
+                                "page_s": m.page_s, "resolve_s": m.resolve_s, "channels": list(m.channels),
+                                "bound_page": m.bound.page, "bound_resolve": m.bound.resolve,
+                                "firing_count": m.firing_count,
+                                "unexpected_critical": sorted({n for msg in result.unexpected_critical
+                                                               for n in msg.get("alertnames") or []})}
+                finally:
+                    runner.stop()
+                    background.join(10)
+        finally:
+            if mounted:
+                subprocess.run(["umount", str(disk)], capture_output=True, timeout=30, check=False)
+    return measured
+
+
+def run_catalogue(measure: bool = True, production: bool = False) -> Result:
+    """The catalogue's bounds at ``--fast`` and production intervals, and (``measure``)
+    the measured seconds beside them: fast always, production when asked (hours)."""
+    started = time.monotonic()
+    from examples.demo import faults as catalogue
+
+    result = Result(
+        key="fault_latency",
+        title="5b. Every fault of the catalogue: seconds to the page per channel, to the resolution",
+        method=("examples/demo/faults.py injects each fault into the local stack (background demo traffic for "
+                "acme and jambo) and reverts it once it paged. Bound: worst case computed from the rendered "
+                "configuration (scrape, evaluation, the rule's window, `for`, `keep_firing_for`, the route's "
+                "`group_wait`/`group_interval`, the health check, the app's own memory). Measured: seconds "
+                "from the injection to each channel's page, and from the revert to the Slack and email "
+                "resolution."),
+        header=["fault", "alert", "intervals", "channels", "page s measured (slack/email/sms)", "page bound s",
+                "resolve s measured (slack/email)", "resolve bound s"],
+    )
+    modes = [True, False]
+    measured = {mode: (measure_catalogue(mode) if measure and (mode or production) else {}) for mode in modes}
+    for mode in modes:
+        rendered = catalogue.render_configs(mode)
+        for fault in catalogue.FAULTS:
+            for expect in fault.expects:
+                try:
+                    bound = catalogue.bounds(fault, expect, rendered)
+                except KeyError as exc:
+                    result.notes.append(f"{fault.name}: {exc}")
+                    continue
+                channels = catalogue.channels_for(rendered, expect.severity, expect.alert)
+                got = measured[mode].get(f"{fault.name}/{expect.alert}/{expect.organization or '-'}", {})
+
+                def shown(values: dict[str, float] | None, wanted: tuple[str, ...], got: dict[str, Any] = got) -> str:
+                    if not got:
+                        return "not measured"
+                    return "/".join(fmt(values[c], 1) if c in (values or {}) else "**none**" for c in wanted)
+
+                result.rows.append([fault.name, f"{expect.alert}({expect.organization or '-'})",
+                                    "--fast" if mode else "production", ", ".join(channels),
+                                    shown(got.get("page_s"), channels), fmt(bound.page, 0),
+                                    shown(got.get("resolve_s"), tuple(c for c in channels if c != "sms")),
+                                    fmt(bound.resolve, 0)])
+    result.data = {"measured": {("fast" if k else "production"): v for k, v in measured.items()}}
+    result.seconds = time.monotonic() - started
+    return result

@@ -111,7 +111,14 @@ def targets_table(results: dict[str, Result]) -> str:
     return markdown_table(["target", "goal", "measured", ""], rows)
 
 
+#: Sections after this line are measured by the long benchmarks (bench_soak, the fault
+#: catalogue of bench_alert_latency), which run_all does not run: a rewrite keeps them.
+KEPT_MARKER = "<!-- kept across runs: long benchmarks (python -m bench.bench_soak, python -m bench.bench_alert_latency --catalogue) -->"
+
+
 def write(results: dict[str, Result], info: dict[str, str], loads: dict[str, str], out: Path, seconds: float) -> None:
+    previous = out.read_text() if out.exists() else ""
+    kept = previous[previous.index(KEPT_MARKER):] if KEPT_MARKER in previous else ""
     parts = [
         "# Benchmark results",
         "",
@@ -135,6 +142,8 @@ def write(results: dict[str, Result], info: dict[str, str], loads: dict[str, str
         if key in loads:
             section = section.rstrip("\n") + f" Load average (1 min) before: {loads[key]}.\n"
         parts.append(section)
+    if kept:
+        parts.append(kept.rstrip("\n") + "\n")
     out.write_text("\n".join(parts))
 
 

@@ -725,9 +725,15 @@ class StubDemoApp:
         self.failed_logins = 0
         self.app = Flask("stub-demo")
 
+        self.addresses: list[str] = []
+        self.logins = 0
+
         @self.app.post("/login")
         def login() -> Any:
             data = request.get_json()
+            with self.lock:
+                self.logins += 1
+                self.addresses.append(request.headers.get("X-Forwarded-For", ""))
             if data["password"] != "demo-password":
                 with self.lock:
                     self.failed_logins += 1
@@ -787,8 +793,26 @@ def test_traffic_mix_spans_orgs_and_counts_expected_denials(stub):
     assert {"stk_push", "transactions", "balance", "wrong_password"} <= set(summary.actions)
     assert len(app.orgs_seen) >= 3
     assert app.phones and all(re.fullmatch(r"2547000000\d\d", p) for p in app.phones)
-    actions = sum(v for k, v in summary.actions.items() if k != "login")
+    actions = sum(v for k, v in summary.actions.items() if k not in ("login", "wrong_password"))
     assert actions + summary.skipped <= 61
+
+
+def test_traffic_logs_in_per_session_with_few_wrong_passwords_from_many_addresses(stub):
+    """Sessions: a login every few actions, not one per action; wrong passwords are a
+    few percent of the logins, each followed by the right one; users have addresses of
+    their own (X-Forwarded-For), not all one."""
+    app, url = stub
+
+    summary = traffic.run(traffic.TrafficConfig(base_url=url, duration=4.0, rps=100, seed=11, users=40,
+                                                timeout=WAIT_S, concurrency=8))
+
+    actions = sum(v for k, v in summary.actions.items() if k not in ("login", "wrong_password"))
+    assert actions > 200
+    assert summary.actions["login"] <= actions / 2  # sessions of 3 to 12 actions (and first logins)
+    assert 0 < app.failed_logins <= 0.15 * app.logins
+    assert summary.actions["wrong_password"] == app.failed_logins
+    assert summary.server_errors == summary.connection_errors == 0
+    assert len(set(app.addresses)) >= 20 and all(a.startswith("10.") for a in app.addresses)
 
 
 def test_traffic_without_flag_never_reads_other_tenants(stub):
@@ -808,7 +832,7 @@ def test_traffic_stops_at_max_requests(stub):
 
     summary = traffic.run(traffic.TrafficConfig(base_url=url, duration=30, rps=50, max_requests=5, seed=5, timeout=WAIT_S))
 
-    assert sum(v for k, v in summary.actions.items() if k != "login") + summary.skipped == 5
+    assert sum(v for k, v in summary.actions.items() if k not in ("login", "wrong_password")) + summary.skipped == 5
 
 
 def test_traffic_main_counts_connection_errors_and_prints_one_masked_line(capsys):

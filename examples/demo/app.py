@@ -12,10 +12,18 @@ Endpoints::
 Settings come from the environment: ``DATABASE_URL`` (default SQLite in the working
 directory), ``DARAJA_BASE_URL`` (the simulator), ``DEMO_PUBLIC_URL`` (where Daraja posts
 callbacks), ``DEMO_ORGANIZATIONS`` (``acme,jambo,duka,safari``), ``DEMO_PASSWORD``,
-``DEMO_RATE_LIMIT`` (requests per minute per organization) and ``DEMO_RATE_LIMITS``
-(``duka=5,acme=200``), ``DEMO_RECONCILE_INTERVAL`` (seconds between background
-reconciliations of missing pushes per worker; 0, the default, leaves it to the endpoint),
-plus any ``MPESA_MONITOR_*`` setting of the extension.
+``DEMO_RATE_LIMIT`` (requests per minute per organization), ``DEMO_RATE_LIMITS``
+(``duka=5,acme=200``), ``DEMO_DARAJA_TIMEOUT`` (seconds a Daraja call may take, default
+10) and ``DEMO_RECONCILE_INTERVAL`` (seconds between background reconciliations of missing
+pushes per worker; 0, the default, leaves it to the endpoint), plus any
+``MPESA_MONITOR_*`` setting of the extension.
+
+Client addresses: behind a reverse proxy every request comes from the proxy. The app
+believes ``X-Forwarded-For`` from the proxies listed in
+``MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES`` only (the same setting, and the same reading,
+as the extension's callback source check: the right-most address that is not a trusted
+proxy), so failed logins are counted per real client and one address guessing passwords
+stands out.
 
 Run::
 
@@ -36,6 +44,8 @@ from flask import Flask, abort, g, jsonify, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
+from flask_mpesa_monitor.config import MonitorConfig
+from flask_mpesa_monitor.security import CallbackSource
 
 from .daraja_client import Credentials, DarajaClient
 from .store import Store
@@ -86,6 +96,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         DEMO_RATE_LIMIT=int(env.get("DEMO_RATE_LIMIT", "600")),
         DEMO_RATE_LIMITS=_limits(env.get("DEMO_RATE_LIMITS", "")),
         DEMO_RECONCILE_INTERVAL=float(env.get("DEMO_RECONCILE_INTERVAL", "0")),
+        DEMO_DARAJA_TIMEOUT=float(env.get("DEMO_DARAJA_TIMEOUT", "10")),
     )
     # Every MPESA_MONITOR_* variable of the environment is a setting of the extension.
     app.config.update({key: value for key, value in env.items() if key.startswith("MPESA_MONITOR_")})
@@ -100,7 +111,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.logger.exception("could not create the schema")
     organizations = app.config["DEMO_ORGANIZATIONS"]
     daraja = DarajaClient(app.config["DARAJA_BASE_URL"], {
-        org: Credentials(f"{org}-consumer-key", f"{org}-consumer-secret") for org in organizations})
+        org: Credentials(f"{org}-consumer-key", f"{org}-consumer-secret") for org in organizations},
+        timeout=app.config["DEMO_DARAJA_TIMEOUT"])
+    # Who the client is: the peer, or what a trusted proxy says it forwarded for.
+    clients = CallbackSource((), MonitorConfig.from_mapping(app.config).callback_trusted_proxies)
+
+    def client_address() -> str | None:
+        address = clients.source(request.remote_addr, request.headers.get("X-Forwarded-For"))
+        return str(address) if address is not None else None
+
     limiter = RateLimiter(app.config["DEMO_RATE_LIMIT"], app.config["DEMO_RATE_LIMITS"])
     for org in organizations:
         monitor.set_api_limit(org, limiter.limit_of(org))
@@ -166,7 +185,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         org = str(body.get("organization", ""))
         ok = (org in organizations and body.get("username") == "demo"
               and hmac.compare_digest(str(body.get("password", "")), app.config["DEMO_PASSWORD"]))
-        monitor.record_auth_attempt(org if org in organizations else None, ok, ip=request.remote_addr)
+        monitor.record_auth_attempt(org if org in organizations else None, ok, ip=client_address())
         if not ok:
             return jsonify(error="invalid credentials"), 401
         return jsonify(token=tokens.dumps({"org": org}))

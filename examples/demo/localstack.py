@@ -188,6 +188,8 @@ class LocalStack:
     quiet: bool = True
     fixed_ports: bool = False
     app_env: dict[str, str] = field(default_factory=dict)
+    #: Extra gunicorn arguments, e.g. ``["--worker-class", "gthread", "--threads", "8"]``.
+    app_args: list[str] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -315,6 +317,9 @@ class LocalStack:
             "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
             # The simulator posts callbacks from loopback; production keeps Safaricom's list only.
             "MPESA_MONITOR_CALLBACK_ALLOWED_IPS": "safaricom,127.0.0.0/8,::1",
+            # The traffic generator stands for the reverse proxy in front of the app: its
+            # X-Forwarded-For is believed, so the app sees each client's address.
+            "MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES": "127.0.0.1,::1",
             # The suspicious-IP window on the fast clock too (900 s / 15), so that
             # AuthenticationBruteForce resolves within its bound.
             "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if self.fast else "900",
@@ -322,7 +327,8 @@ class LocalStack:
         }
         self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,
                                   port=self.ports["app"], multiproc_dir=self.state_dir / "prometheus-multiproc",
-                                  base_dir=self.state_dir / "gunicorn", cwd=REPO, ready_path="/health")
+                                  base_dir=self.state_dir / "gunicorn", cwd=REPO, ready_path="/health",
+                                  extra_args=self.app_args)
         self.app.start()
         self.processes.append(self.app)
         self.alertmanager = AlertmanagerServer(self.state_dir / "config" / "alertmanager.yml",
@@ -470,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration is not None and args.duration <= 0:
         parser.error(f"--duration must be a positive number of seconds, got {args.duration}")
 
-    from .traffic import TrafficConfig, _Runner
+    from .traffic import TrafficConfig, _Runner, configure_simulator
 
     stack = LocalStack(args.state_dir, fast=args.fast, database=args.database, fixed_ports=True)
     stop = threading.Event()
@@ -492,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                     "-d '{\"spike_arrest_ratio\": 0.3}'\n"
                     + (f"Runs for {args.duration:g} s" if args.duration else "Runs until stopped")
                     + ": Ctrl-C here, or ./deploy-monitoring.sh --down from another shell.")
+        configure_simulator(stack.url("simulator"))  # Daraja as on a normal day
         runner = _Runner(TrafficConfig(stack.url("app"), duration=args.duration or UNTIL_STOPPED, rps=args.rps,
                                        orgs=ORGANIZATIONS, cross_tenant=False))
         worker = threading.Thread(target=runner.run, daemon=True)

@@ -2,9 +2,20 @@
 
 Why: dashboards and alert rules only show something when requests flow, and the
 end-to-end scenarios need a steady background of normal payments to measure faults
-against. This sends, at a fixed rate and for a bounded time, what a multi-tenant payments
-app sees: logins, STK pushes, transaction and balance reads, the odd wrong password and,
-only when asked (``--cross-tenant``), a user reading another organization's data.
+against; "no page without a fault" can only be shown with traffic as a real day has it.
+This sends, at a fixed rate and for a bounded time, what a multi-tenant payments app sees:
+
+- users (``--users``, spread over the organizations, the first busiest) in sessions: a
+  login, then a few actions with that token (STK pushes, transaction and balance reads),
+  then the session ends and the next one logs in again;
+- a wrong password in a few percent of logins (``--wrong-password-ratio``), followed by
+  the right one, as people do;
+- each user from its own address, sent as ``X-Forwarded-For`` as a reverse proxy does
+  (the app believes it only from a trusted proxy), so per-address rules see many clients;
+- with ``--simulator-url``, Daraja as it behaves on a normal day (:data:`NORMAL_DARAJA`):
+  customers who cancel, type a wrong PIN, lack funds or cannot be reached (1037), and
+  answers with a slow tail;
+- only when asked (``--cross-tenant``), a user reading another organization's data.
 
 Endpoints it calls on the demo app::
 
@@ -23,7 +34,7 @@ one request succeeded (the app is not there).
 Run::
 
     python -m examples.demo.traffic --base-url http://127.0.0.1:8000 --duration 60 \\
-        --rps 5 --orgs acme,jambo,duka,safari [--cross-tenant]
+        --rps 5 --orgs acme,jambo,duka,safari [--simulator-url http://127.0.0.1:8081] [--cross-tenant]
 """
 
 from __future__ import annotations
@@ -41,11 +52,43 @@ from typing import Any
 
 import requests
 
-__all__ = ["TrafficConfig", "TrafficSummary", "run", "fake_phone", "mask_phone", "main"]
+__all__ = [
+    "NORMAL_DARAJA",
+    "TrafficConfig",
+    "TrafficSummary",
+    "client_address",
+    "configure_simulator",
+    "fake_phone",
+    "main",
+    "mask_phone",
+    "run",
+]
 
-#: Relative weights of the actions (wrong_password and cross_tenant come from the config).
+#: Relative weights of the actions within a session (cross_tenant comes from the config).
 ACTION_WEIGHTS = {"stk_push": 0.5, "transactions": 0.25, "balance": 0.2}
 AMOUNTS = (10, 20, 50, 100, 150, 250, 500, 1000, 2500, 5000)
+#: Actions per session, uniform in this range: a login every few actions.
+SESSION_ACTIONS = (3, 12)
+#: Daraja on a normal day (simulator settings): most payments succeed; customers cancel
+#: (1032), type a wrong PIN (2001), lack funds (1) or cannot be reached (1037); answers
+#: take tens of milliseconds, a few take seconds. None of it is a fault: none may page.
+NORMAL_DARAJA: dict[str, Any] = {
+    "result_mix": {"0": 0.83, "1032": 0.07, "2001": 0.04, "1": 0.03, "1037": 0.03},
+    "latency_ms": [30, 150],
+    "latency_tail_ratio": 0.03,
+    "latency_tail_ms": [400, 2500],
+}
+
+
+def configure_simulator(simulator_url: str, settings: dict[str, Any] | None = None, timeout: float = 5.0) -> None:
+    """Make the Daraja simulator behave as on a normal day (or as ``settings`` say)."""
+    answer = requests.post(simulator_url.rstrip("/") + "/sim/config", json=settings or NORMAL_DARAJA, timeout=timeout)
+    answer.raise_for_status()
+
+
+def client_address(org_index: int, user: int) -> str:
+    """A user's own address (10.<org>.x.y): stable for the user, distinct between users."""
+    return f"10.{org_index % 256}.{user // 250 % 256}.{user % 250 + 1}"
 
 
 def fake_phone(rng: random.Random) -> str:
@@ -72,9 +115,11 @@ class TrafficConfig:
     timeout: float = 5.0
     username: str = "demo"
     password: str = "demo-password"
-    wrong_password_ratio: float = 0.05
-    cross_tenant_ratio: float = 0.05
+    wrong_password_ratio: float = 0.04  # of logins
+    cross_tenant_ratio: float = 0.05  # of actions, with cross_tenant
     seed: int | None = None
+    users: int = 200
+    forwarded_for: bool = True  # send each user's address as X-Forwarded-For
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -87,6 +132,8 @@ class TrafficConfig:
             raise ValueError(f"duration and rps must be positive, got {self.duration} and {self.rps}.")
         if not 1 <= self.concurrency <= 64:
             raise ValueError(f"concurrency must be from 1 to 64, got {self.concurrency}.")
+        if not 1 <= self.users <= 100_000:
+            raise ValueError(f"users must be from 1 to 100000, got {self.users}.")
         for name in ("wrong_password_ratio", "cross_tenant_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1.")
@@ -118,25 +165,42 @@ class TrafficSummary:
         )
 
 
+@dataclass
+class _User:
+    """One simulated user: an organization, an address, and the current session."""
+
+    org: str
+    address: str
+    token: str | None = None
+    left: int = 0  # actions left in the session (the dispatcher counts them down)
+
+
 class _Runner:
-    """Workers with one ``requests.Session`` each; counters and tokens behind a lock."""
+    """Workers with one ``requests.Session`` each; counters and sessions behind a lock.
+
+    The dispatcher draws every random choice (user, action, new session, wrong password),
+    so a seed gives the same sequence; the workers only send and count.
+    """
 
     def __init__(self, config: TrafficConfig) -> None:
         self.config = config
         self.summary = TrafficSummary()
         self._lock = threading.Lock()
-        self._tokens: dict[str, str] = {}
         self._rng = random.Random(config.seed)
         self._stop = threading.Event()
-        self._queue: queue.Queue[tuple[str, str, dict[str, Any]] | None] = queue.Queue(config.concurrency * 2)
+        self._queue: queue.Queue[tuple[str, int, dict[str, Any]] | None] = queue.Queue(config.concurrency * 2)
         weights = dict(ACTION_WEIGHTS)
-        weights["wrong_password"] = sum(ACTION_WEIGHTS.values()) * config.wrong_password_ratio
         if config.cross_tenant:
             weights["cross_tenant"] = sum(ACTION_WEIGHTS.values()) * config.cross_tenant_ratio
         self._actions = [a for a, w in weights.items() if w > 0]
         self._action_weights = [weights[a] for a in self._actions]
-        # Zipf-like: the first organization is the busiest, as in real multi-tenant traffic.
-        self._org_weights = [1.0 / (i + 1) for i in range(len(config.orgs))]
+        # Zipf-like: the first organization has the most users, as in real multi-tenant traffic.
+        org_weights = [1.0 / (i + 1) for i in range(len(config.orgs))]
+        self._users: list[_User] = []
+        for number in range(config.users):
+            index = number % len(config.orgs) if number < len(config.orgs) else \
+                self._rng.choices(range(len(config.orgs)), weights=org_weights)[0]
+            self._users.append(_User(config.orgs[index], client_address(index, number)))
 
     # -- counting
 
@@ -166,26 +230,35 @@ class _Runner:
             else:
                 s.client_errors += 1
 
+    def _tally(self, action: str) -> None:
+        with self._lock:
+            self.summary.actions[action] = self.summary.actions.get(action, 0) + 1
+
     # -- HTTP
 
-    def _send(self, session: requests.Session, method: str, path: str, **kwargs: Any) -> requests.Response | None:
+    def _send(self, session: requests.Session, user: _User, method: str, path: str,
+              headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response | None:
+        headers = dict(headers or {})
+        if self.config.forwarded_for:
+            headers["X-Forwarded-For"] = user.address
         try:
-            response = session.request(method, self.config.base_url + path, timeout=self.config.timeout, **kwargs)
+            response = session.request(method, self.config.base_url + path, timeout=self.config.timeout,
+                                       headers=headers, **kwargs)
             response.close()
             return response
         except requests.RequestException:
             return None
 
-    def _login(self, session: requests.Session, org: str, password: str | None = None) -> requests.Response | None:
-        body = {"username": self.config.username, "password": password or self.config.password, "organization": org}
-        return self._send(session, "POST", "/login", json=body)
+    def _login(self, session: requests.Session, user: _User, password: str | None = None) -> requests.Response | None:
+        body = {"username": self.config.username, "password": password or self.config.password, "organization": user.org}
+        return self._send(session, user, "POST", "/login", json=body)
 
-    def _token(self, session: requests.Session, org: str, *, fresh: bool = False) -> str | None:
-        with self._lock:
-            token = None if fresh else self._tokens.get(org)
-        if token:
-            return token
-        response = self._login(session, org)
+    def _log_in(self, session: requests.Session, user: _User, wrong_first: bool) -> str | None:
+        """A new session: the odd wrong password first (a typo), then the right one."""
+        if wrong_first:
+            self._tally("wrong_password")
+            self._classify(self._login(session, user, password=self.config.password + "-wrong"), expect_denial=True)
+        response = self._login(session, user)
         self._classify(response)
         self._tally("login")
         if response is None or response.status_code >= 400:
@@ -194,46 +267,43 @@ class _Runner:
             data = response.json()
         except ValueError:
             return None
-        token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-        if token:
-            with self._lock:
-                self._tokens[org] = token
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
+        with self._lock:
+            user.token = token
         return token
 
-    def _authorized(self, session: requests.Session, org: str, method: str, path: str, **kwargs: Any) -> None:
-        """Send with the organization's token; on 401 log in again once and retry."""
-        token = self._token(session, org)
+    def _authorized(self, session: requests.Session, user: _User, params: dict[str, Any], method: str, path: str,
+                    **kwargs: Any) -> None:
+        """Send with the session's token; log in first when the session is new, and again
+        once on a 401 (the token expired)."""
+        with self._lock:
+            token = None if params.get("new_session") else user.token
         if token is None:
-            return
-        response = self._send(session, method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
-        if response is not None and response.status_code == 401:
-            token = self._token(session, org, fresh=True)
+            token = self._log_in(session, user, bool(params.get("wrong_first")))
             if token is None:
                 return
-            response = self._send(session, method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
-        self._classify(response)
+        response = self._send(session, user, method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        if response is not None and response.status_code == 401:
+            token = self._log_in(session, user, False)
+            if token is None:
+                return
+            response = self._send(session, user, method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        self._classify(response, expect_denial=bool(params.get("expect_denial")))
 
-    def _tally(self, action: str) -> None:
-        with self._lock:
-            self.summary.actions[action] = self.summary.actions.get(action, 0) + 1
-
-    def _perform(self, session: requests.Session, action: str, org: str, params: dict[str, Any]) -> None:
+    def _perform(self, session: requests.Session, action: str, number: int, params: dict[str, Any]) -> None:
+        user = self._users[number]
+        org = user.org
         self._tally(action)
         if action == "stk_push":
-            self._authorized(session, org, "POST", f"/orgs/{org}/stk-push", json=params)
+            self._authorized(session, user, params, "POST", f"/orgs/{org}/stk-push",
+                             json={"phone": params["phone"], "amount": params["amount"]})
         elif action == "transactions":
-            self._authorized(session, org, "GET", f"/orgs/{org}/transactions")
+            self._authorized(session, user, params, "GET", f"/orgs/{org}/transactions")
         elif action == "balance":
-            self._authorized(session, org, "GET", f"/orgs/{org}/balance")
-        elif action == "wrong_password":
-            self._classify(self._login(session, org, password=self.config.password + "-wrong"), expect_denial=True)
+            self._authorized(session, user, params, "GET", f"/orgs/{org}/balance")
         elif action == "cross_tenant":
-            token = self._token(session, org)
-            if token is not None:
-                response = self._send(
-                    session, "GET", f"/orgs/{params['other']}/transactions", headers={"Authorization": f"Bearer {token}"}
-                )
-                self._classify(response, expect_denial=True)
+            self._authorized(session, user, {**params, "expect_denial": True}, "GET",
+                             f"/orgs/{params['other']}/transactions")
 
     def _worker(self) -> None:
         with requests.Session() as session:
@@ -248,17 +318,23 @@ class _Runner:
 
     # -- schedule
 
-    def _next_job(self) -> tuple[str, str, dict[str, Any]]:
+    def _next_job(self) -> tuple[str, int, dict[str, Any]]:
         """Drawn in the dispatcher thread only, so a seed gives the same sequence."""
         rng, orgs = self._rng, self.config.orgs
+        number = rng.randrange(len(self._users))
+        user = self._users[number]
         action = rng.choices(self._actions, weights=self._action_weights)[0]
-        org = rng.choices(orgs, weights=self._org_weights)[0]
         params: dict[str, Any] = {}
+        if user.left <= 0:  # the user's session is over: the next action logs in again
+            user.left = rng.randint(*SESSION_ACTIONS)
+            params["new_session"] = True
+            params["wrong_first"] = rng.random() < self.config.wrong_password_ratio
+        user.left -= 1
         if action == "stk_push":
-            params = {"phone": fake_phone(rng), "amount": rng.choice(AMOUNTS)}
+            params.update(phone=fake_phone(rng), amount=rng.choice(AMOUNTS))
         elif action == "cross_tenant":
-            params = {"other": rng.choice([o for o in orgs if o != org])}
-        return action, org, params
+            params["other"] = rng.choice([o for o in orgs if o != user.org])
+        return action, number, params
 
     def stop(self) -> None:
         self._stop.set()
@@ -293,14 +369,14 @@ class _Runner:
                         self._queue.get_nowait()
                     except queue.Empty:
                         break
-            # Let queued work finish, bounded: an action is at most four requests
-            # (login, request, login again after a 401, request), each with a timeout.
+            # Let queued work finish, bounded: an action is at most five requests (a wrong
+            # password, login, request, login again after a 401, request), each with a timeout.
             for _ in workers:
                 try:
                     self._queue.put(None, timeout=config.timeout)
                 except queue.Full:
                     break
-            join_deadline = time.monotonic() + config.timeout * 4
+            join_deadline = time.monotonic() + config.timeout * 5
             for worker in workers:
                 worker.join(max(0.0, join_deadline - time.monotonic()))
             self.summary.elapsed = time.monotonic() - start
@@ -324,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="per request, seconds")
     parser.add_argument("--username", default="demo")
     parser.add_argument("--password", default="demo-password")
-    parser.add_argument("--wrong-password-ratio", type=float, default=0.05)
+    parser.add_argument("--wrong-password-ratio", type=float, default=0.04, help="share of logins (default 0.04)")
+    parser.add_argument("--users", type=int, default=200, help="simulated users (default 200)")
+    parser.add_argument("--simulator-url", default=None,
+                        help="the Daraja simulator: set it to a normal day's behaviour first")
     parser.add_argument("--cross-tenant-ratio", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -344,9 +423,15 @@ def main(argv: list[str] | None = None) -> int:
             wrong_password_ratio=args.wrong_password_ratio,
             cross_tenant_ratio=args.cross_tenant_ratio,
             seed=args.seed,
+            users=args.users,
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if args.simulator_url:
+        try:
+            configure_simulator(args.simulator_url)
+        except requests.RequestException as exc:
+            parser.error(f"cannot configure the simulator at {args.simulator_url}: {exc}")
     runner = _Runner(config)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop()) if in_main_thread else None

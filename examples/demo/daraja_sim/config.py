@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     # Weights per final ResultCode of the STK callback; they need not sum to 1.
     "result_mix": {"0": 0.8, "1032": 0.1, "1": 0.05, "1037": 0.05},
     "latency_ms": [20, 80],  # added to every Daraja answer, uniform in [min, max]
+    # The slow tail of a real provider: this share of answers waits latency_tail_ms instead.
+    "latency_tail_ratio": 0.0,
+    "latency_tail_ms": [500, 3000],
     "down": False,  # every Daraja endpoint answers 503
     "slow": 0.0,  # extra seconds on every Daraja answer
     "spike_arrest_ratio": 0.0,  # share of push/query answered 500 "500.003.02"
@@ -45,6 +48,8 @@ STRUCTURAL: dict[str, Any] = {
 ORG_KEYS = (
     "result_mix",
     "latency_ms",
+    "latency_tail_ratio",
+    "latency_tail_ms",
     "down",
     "slow",
     "spike_arrest_ratio",
@@ -120,7 +125,7 @@ def _validate_value(key: str, value: Any, where: str | None = None) -> Any:
 def _validate_named(key: str, value: Any) -> Any:
     if key == "result_mix":
         return _result_mix(key, value)
-    if key == "latency_ms":
+    if key in ("latency_ms", "latency_tail_ms"):
         return _range(key, value, 0, 60000)
     if key == "callback_delay_s":
         return _range(key, value, 0, 3600)
@@ -130,7 +135,7 @@ def _validate_named(key: str, value: Any) -> Any:
         return value
     if key == "slow":
         return _number(key, value, 0, 120)
-    if key in ("spike_arrest_ratio", "callbacks_lost"):
+    if key in ("spike_arrest_ratio", "callbacks_lost", "latency_tail_ratio"):
         return _number(key, value, 0, 1)
     if key in ("credentials", "passkeys"):
         return _str_map(key, value)

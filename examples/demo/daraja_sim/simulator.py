@@ -212,6 +212,8 @@ class DarajaSimulator:
     def sleep_latency(self, eff: dict[str, Any]) -> None:
         lo, hi = eff["latency_ms"]
         with self._lock:
+            if eff["latency_tail_ratio"] and self._rng_delay.random() < eff["latency_tail_ratio"]:
+                lo, hi = eff["latency_tail_ms"]
             delay = self._rng_delay.uniform(lo, hi) / 1000.0
         time.sleep(delay + eff["slow"])
 

@@ -1,0 +1,697 @@
+"""The catalogue of faults: what can go wrong, how to cause it, and which page it must give.
+
+Why one table: the end-to-end tests (tests/test_e2e.py) and the alert-latency benchmark
+(bench/bench_alert_latency.py) inject the same faults into the same local stack
+(examples/demo/localstack.py) and hold them to the same promise: every fault raises its
+alert(s) once per intended channel, nothing else critical pages, and every page
+resolves after the fault is reverted, within a bound computed from the configuration.
+
+Each :class:`Fault` says how it is injected and reverted (simulator switches at
+``/sim/config``, PostgreSQL stopped or frozen, the app stopped, bursts of requests, SQL
+that tampers with the audited rows, a full disk), which alerts it must raise
+(:class:`Expect`: the alert, its organization, its declared severity) and which it must
+not (``quiet``). Severity is checked against the rule and the channels come from the
+Alertmanager routing (:func:`channels_for`): critical -> Slack, email and SMS; high ->
+Slack and email; medium -> Slack.
+
+Bounds (:func:`bounds`) are computed from the rendered configuration, so the same code
+gives the ``--fast`` bound and the production one::
+
+    page    <= scrape + evaluation + fill + for + evaluation + group_wait (+ health check)
+    resolve <= clear + scrape + evaluation + keep_firing_for + evaluation + group_interval
+
+``fill`` is the time the rule's expression needs to see the fault: 0 for a gauge or a
+counted event (the new-series pattern of security.yml sees a first event at once), the
+rule's longest current window (with its ``offset``) for a ratio or a rate. ``clear`` is
+the time the expression keeps seeing it after the revert: the same window for a rate, a
+health check's interval and timeout for a health gauge, and the app's own memory where
+there is one (``Fault.app_memory_s``: the suspicious-IP window, the 300 s ``endsAt`` of
+an app-side alert). Windows of a day or more are baselines, not fill (STKTimeoutSurge's
+day of history). Receivers' own delivery time is not part of a bound.
+
+Expectations that hold only once pending rule changes land carry ``pending`` (a short
+reason); the tests check them all the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+__all__ = [
+    "BACKGROUND_ORGS",
+    "BRUTE_FORCE_IP",
+    "E2E_ORGS",
+    "FAULTS",
+    "Expect",
+    "Fault",
+    "FaultContext",
+    "Measurement",
+    "Rendered",
+    "app_env",
+    "bounds",
+    "by_name",
+    "channels_for",
+    "groups",
+    "render_configs",
+    "rule_of",
+    "run_group",
+]
+
+#: Organizations of the end-to-end stack: the background traffic, then one per tenant fault.
+BACKGROUND_ORGS = ("acme", "jambo")
+E2E_ORGS = BACKGROUND_ORGS + ("safari", "duka", "ngao", "pwani", "kilele", "tembo", "lento")
+#: The one client address that guesses passwords in the brute-force fault.
+BRUTE_FORCE_IP = "10.250.0.66"
+#: Seconds the demo app waits for Daraja in the end-to-end stack (``DEMO_DARAJA_TIMEOUT``):
+#: "Daraja slow" answers later than this, "high latency" just under it.
+DARAJA_TIMEOUT_S = 8.0
+
+CHANNELS = ("slack", "email", "sms")
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Expect:
+    """An alert a fault must raise."""
+
+    alert: str
+    severity: str
+    organization: str | None = None
+    #: gauge: a value read at each scrape; event: a counted event; window: a ratio or rate
+    #: over the rule's window.
+    signal: str = "window"
+    #: The value passes the app's background health check before it is scraped.
+    health: bool = False
+    #: Text the notification must contain (to tell apart alerts of one name: disk, cpu).
+    text: str | None = None
+    #: Non-empty: holds once these pending rule changes land.
+    pending: str = ""
+    #: The window that decides the page and the one that decides the resolution, when
+    #: not the longest of the rule (an alert that ORs window pairs, as a burn rate does).
+    fill_window: str | None = None
+    clear_window: str | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: how to cause and undo it, what must page, what must not."""
+
+    name: str
+    injected: str  # how, in words
+    reverted: str
+    inject: Callable[[FaultContext], None]
+    revert: Callable[[FaultContext], None]
+    expects: tuple[Expect, ...]
+    #: Faults of one group run together in one stack: they do not interfere.
+    group: str
+    #: Alerts that must not page during this fault (beyond "nothing else critical").
+    quiet: tuple[tuple[str, str], ...] = ()  # (alert, why it must stay quiet / what it needs)
+    #: Seconds the app itself keeps the fault's trace after the revert.
+    app_memory_s: Callable[[Rendered], float] = lambda rendered: 0.0
+    #: Needs a stack made for it (gthread workers, a small disk); None: any stack.
+    needs: str | None = None
+
+
+class FaultContext:
+    """The running stack as the faults see it: the simulator, clients, loops, files."""
+
+    def __init__(self, stack: Any, disk_dir: Path | None = None) -> None:
+        self.stack = stack
+        self.disk_dir = disk_dir
+        self._loops: dict[str, tuple[threading.Event, list[threading.Thread]]] = {}
+        self._stopped_pids: list[int] = []
+        self.stats: dict[str, dict[int, int]] = {}
+
+    # -- the simulator
+    def sim(self, settings: dict[str, Any]) -> None:
+        answer = requests.post(self.stack.url("simulator") + "/sim/config", json=settings, timeout=5)
+        answer.raise_for_status()
+
+    # -- clients of the demo app
+    def session(self, org: str, address: str | None = None) -> requests.Session:
+        """A logged-in session of ``org`` (from ``address``, forwarded by the local proxy)."""
+        session = requests.Session()
+        if address:
+            session.headers["X-Forwarded-For"] = address
+        answer = session.post(self.stack.url("app") + "/login", json={
+            "username": "demo", "password": "demo-password", "organization": org}, timeout=10)
+        answer.raise_for_status()
+        session.headers["Authorization"] = f"Bearer {answer.json()['token']}"
+        return session
+
+    def loop(self, name: str, org: str, action: str, every: float, threads: int = 1, limit: int = 5000) -> None:
+        """Start ``threads`` loops of ``action`` ("push" or "balance") for ``org``, one
+        request every ``every`` seconds each, at most ``limit`` each; :meth:`stop` ends them."""
+        stop = threading.Event()
+        stats = self.stats.setdefault(name, {})
+        url = self.stack.url("app")
+
+        def run(number: int) -> None:
+            session = None
+            for _ in range(limit):  # bounded in count; stopped by stop()
+                if stop.wait(every):
+                    return
+                try:
+                    session = session or self.session(org, f"10.200.{number}.{len(name) % 250 + 1}")
+                    if action == "push":
+                        status = session.post(f"{url}/orgs/{org}/stk-push", json={
+                            "phone": "254700000042", "amount": 100}, timeout=DARAJA_TIMEOUT_S + 5).status_code
+                    else:
+                        status = session.get(f"{url}/orgs/{org}/balance", timeout=10).status_code
+                except requests.RequestException:
+                    status = 0
+                    session = None
+                stats[status] = stats.get(status, 0) + 1
+
+        workers = [threading.Thread(target=run, args=(n,), daemon=True, name=f"fault-{name}-{n}")
+                   for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        self._loops[name] = (stop, workers)
+
+    def stop(self, name: str) -> None:
+        stop, workers = self._loops.pop(name, (None, []))
+        if stop is not None:
+            stop.set()
+        for worker in workers:
+            worker.join(DARAJA_TIMEOUT_S + 10)
+
+    def stop_all(self) -> None:
+        for name in list(self._loops):
+            self.stop(name)
+
+    # -- PostgreSQL frozen: every process of the cluster stopped with SIGSTOP
+    def freeze_postgres(self) -> None:
+        import psutil
+
+        pid = int((Path(self.stack.postgres.data_dir) / "postmaster.pid").read_text().split("\n", 1)[0])
+        postmaster = psutil.Process(pid)
+        pids = [pid] + [child.pid for child in postmaster.children(recursive=True)]
+        for one in pids:
+            os.kill(one, signal.SIGSTOP)
+        self._stopped_pids = pids
+
+    def thaw_postgres(self) -> None:
+        for one in self._stopped_pids:
+            try:
+                os.kill(one, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._stopped_pids = []
+
+    def sql(self, statement: str) -> None:
+        self.stack.postgres.admin_execute(statement, database=self.stack.postgres.database)
+
+    # -- the disk the app measures
+    def fill_disk(self, ratio: float = 0.95) -> None:
+        import shutil
+
+        assert self.disk_dir is not None, "the disk fault needs a stack with a small disk"
+        usage = shutil.disk_usage(self.disk_dir)
+        size = max(0, int(usage.total * ratio) - usage.used)
+        with open(self.disk_dir / "filler", "wb") as filler:
+            filler.write(b"\0" * size)
+
+    def empty_disk(self) -> None:
+        if self.disk_dir is not None:
+            (self.disk_dir / "filler").unlink(missing_ok=True)
+
+
+def _normal_result_mix(ctx: FaultContext) -> None:
+    from .traffic import NORMAL_DARAJA
+
+    ctx.sim({"result_mix": NORMAL_DARAJA["result_mix"]})
+
+
+def _brute_force(ctx: FaultContext) -> None:
+    """Wrong passwords for one acme account from one address, 40 of them."""
+    session = requests.Session()
+    session.headers["X-Forwarded-For"] = BRUTE_FORCE_IP
+    for number in range(40):
+        session.post(ctx.stack.url("app") + "/login", json={
+            "username": "demo", "password": f"guess-{number}", "organization": "acme"}, timeout=10)
+
+
+def _rate_limit_burst(ctx: FaultContext) -> None:
+    session = ctx.session("kilele")
+    statuses = [session.get(ctx.stack.url("app") + "/orgs/kilele/balance", timeout=10).status_code
+                for _ in range(30)]
+    ctx.stats["rate_limit_burst"] = {429: statuses.count(429)}
+
+
+def _cross_tenant(ctx: FaultContext) -> None:
+    status = ctx.session("acme").get(ctx.stack.url("app") + "/orgs/jambo/transactions", timeout=10).status_code
+    ctx.stats["cross_tenant"] = {status: 1}
+
+
+def _tamper(ctx: FaultContext) -> None:
+    ctx.session("acme").post(ctx.stack.url("app") + "/orgs/acme/stk-push",
+                             json={"phone": "254700000042", "amount": 100}, timeout=15)
+    ctx.sql("UPDATE transactions SET status = 'refunded' WHERE checkout_id IN "
+            "(SELECT checkout_id FROM transactions WHERE status <> 'refunded' LIMIT 1)")
+
+
+def _auth_window(rendered: Rendered) -> float:
+    return float(rendered.app_env.get("MPESA_MONITOR_AUTH_FAILURE_WINDOW", 900))
+
+
+def _app_alert_ends(rendered: Rendered) -> float:
+    return 300.0  # the extension's app-side alerts carry endsAt = now + 300 s
+
+
+_NOT_DARAJA_5XX = ("HighErrorRate", ("the app's 5xx answers to Daraja's refusals page as HighErrorRate; needs an "
+                                     "inhibition or an error ratio that leaves out upstream failures (in no branch yet)"))
+_INHIBITED_BY_DATABASE = ("HighErrorRate", ("DatabaseDown inhibits HighErrorRate, and outlives the error ratio's "
+                                            "window with keep_firing_for (rules)"))
+
+FAULTS: tuple[Fault, ...] = (
+    # ---- per-tenant and app-side faults: they do not interfere, one stack run ("tenants")
+    Fault("spike_arrest", "simulator: orgs.safari.spike_arrest_ratio 0.5; safari pushes every 5 s",
+          "simulator: orgs.safari removed (pushes continue)",
+          lambda c: (c.sim({"orgs": {"safari": {"spike_arrest_ratio": 0.5}}}), c.loop("safari", "safari", "push", 5.0)),
+          lambda c: c.sim({"orgs": {"safari": None}}),
+          (Expect("MPesaAPIFailures", "critical", "safari"),
+           Expect("STKSuccessSLOBurnFast", "critical", fill_window="1h", clear_window="30m",
+                  pending="the STK SLI counting pushes refused at initiation (rules)")),
+          group="tenants", quiet=(_NOT_DARAJA_5XX,)),
+    Fault("daraja_slow", f"simulator: orgs.tembo.slow {DARAJA_TIMEOUT_S + 2:g} s (the app waits "
+          f"{DARAJA_TIMEOUT_S:g} s); tembo pushes", "simulator: orgs.tembo removed",
+          lambda c: (c.sim({"orgs": {"tembo": {"slow": DARAJA_TIMEOUT_S + 2}}}), c.loop("tembo", "tembo", "push", 4.0)),
+          lambda c: c.sim({"orgs": {"tembo": None}}),
+          (Expect("MPesaAPIFailures", "critical", "tembo"),),
+          group="tenants", needs="gthread", quiet=(_NOT_DARAJA_5XX,)),
+    Fault("token_refresh_failures", "simulator: reject_consumer_keys [ngao-consumer-key]; ngao pushes",
+          "simulator: reject_consumer_keys []",
+          lambda c: (c.sim({"reject_consumer_keys": ["ngao-consumer-key"]}), c.loop("ngao", "ngao", "push", 5.0)),
+          lambda c: c.sim({"reject_consumer_keys": []}),
+          (Expect("TokenRefreshFailures", "critical", "ngao", signal="window"),),
+          group="tenants", quiet=(_NOT_DARAJA_5XX,)),
+    Fault("callbacks_lost", "simulator: orgs.duka.callbacks_lost 1.0; duka pushes every 2 s",
+          "simulator: orgs.duka removed (pushes continue, callbacks flow again)",
+          lambda c: (c.sim({"orgs": {"duka": {"callbacks_lost": 1.0}}}), c.loop("duka", "duka", "push", 2.0)),
+          lambda c: c.sim({"orgs": {"duka": None}}),
+          (Expect("STKCallbacksMissing", "high", "duka",
+                  pending="resolution: STKCallbacksMissing on increase(mpesa_stk_callbacks_missing_total) (rules)"),),
+          group="tenants"),
+    Fault("stk_timeouts_surge", "simulator: result_mix {1037: 1} for every tenant", "simulator: the normal result_mix",
+          lambda c: c.sim({"result_mix": {"1037": 1.0}}), _normal_result_mix,
+          # Its own run, late: the baseline (a day, 96 minutes at --fast) must be mostly
+          # history from before the surge, which a stack of a few minutes does not have.
+          (Expect("STKTimeoutSurge", "high"),), group="stk_timeouts"),
+    Fault("cross_tenant_access", "an acme user reads /orgs/jambo/transactions once", "nothing to revert",
+          _cross_tenant, lambda c: None,
+          (Expect("CrossTenantAccessAttempt", "critical", "acme", signal="event"),),
+          group="tenants", app_memory_s=_app_alert_ends),
+    Fault("audit_tampering", "SQL: one transaction's status set to 'refunded' (a state the app never writes)",
+          "SQL: the row set back to 'success'",
+          _tamper, lambda c: c.sql("UPDATE transactions SET status = 'success' WHERE status = 'refunded'"),
+          (Expect("AuditLogTampering", "critical", signal="gauge", health=True),), group="tenants",
+          app_memory_s=_app_alert_ends),
+    Fault("rate_limit_burst", "30 balance reads of kilele at once (limit 3 per minute per worker)",
+          "nothing to revert (the burst is over)",
+          _rate_limit_burst, lambda c: None,
+          (Expect("RateLimitWarnings", "medium", "kilele", signal="event"),), group="tenants"),
+    Fault("auth_brute_force", f"40 wrong passwords for acme from {BRUTE_FORCE_IP} (X-Forwarded-For through the "
+          "trusted local proxy)", "nothing to revert (the app forgets after its window)",
+          _brute_force, lambda c: None,
+          (Expect("AuthenticationBruteForce", "high", signal="gauge", health=True, text=BRUTE_FORCE_IP,
+                  pending="the per-IP brute-force rule (rules)"),),
+          group="tenants", app_memory_s=_auth_window),
+    Fault("high_latency", f"simulator: orgs.lento.slow {DARAJA_TIMEOUT_S - 2:g} s (under the app's Daraja timeout); "
+          "lento pushes from 4 clients (gthread workers keep answering scrapes)", "simulator: orgs.lento removed",
+          lambda c: (c.sim({"orgs": {"lento": {"slow": DARAJA_TIMEOUT_S - 2}}}),
+                     c.loop("lento", "lento", "push", 0.5, threads=4)),
+          lambda c: (c.sim({"orgs": {"lento": None}}), c.stop("lento")),
+          (Expect("HighResponseTime", "high"),), group="tenants", needs="gthread"),
+    Fault("disk_nearly_full", "a file fills the small tmpfs that MPESA_MONITOR_DISK_PATH measures to 95%",
+          "the file removed",
+          lambda c: c.fill_disk(0.95), lambda c: c.empty_disk(),
+          (Expect("HighResourceUsage", "medium", signal="gauge", health=True, text="disk"),),
+          group="tenants", needs="disk"),
+    # ---- faults of the whole app or of Daraja for everyone: one at a time
+    Fault("daraja_down", "simulator: down true (every Daraja endpoint answers 503)", "simulator: down false",
+          lambda c: c.sim({"down": True}), lambda c: c.sim({"down": False}),
+          tuple(Expect("MPesaAPIFailures", "critical", org) for org in BACKGROUND_ORGS)
+          + (Expect("STKSuccessSLOBurnFast", "critical", fill_window="1h", clear_window="30m",
+                    pending="the STK SLI counting pushes refused at initiation (rules)"),),
+          group="daraja_down", quiet=(_NOT_DARAJA_5XX,)),
+    Fault("database_down", "PostgreSQL stopped (pg_ctl stop -m fast)", "PostgreSQL started",
+          lambda c: c.stack.postgres.stop(), lambda c: c.stack.postgres.start(),
+          (Expect("DatabaseDown", "critical", signal="gauge", health=True),),
+          group="database_down",
+          quiet=(_INHIBITED_BY_DATABASE,)),
+    Fault("database_hung", "every PostgreSQL process stopped with SIGSTOP (connections hang, nothing refuses)",
+          "SIGCONT to the same processes",
+          lambda c: c.freeze_postgres(), lambda c: c.thaw_postgres(),
+          (Expect("DatabaseDown", "critical", signal="gauge", health=True),),
+          group="database_hung",
+          quiet=(_INHIBITED_BY_DATABASE,)),
+    Fault("app_down", "the demo app's gunicorn stopped", "gunicorn started again",
+          lambda c: c.stack.app.stop(), lambda c: c.stack.app.start(),
+          (Expect("MPesaMCPDown", "critical", signal="gauge"),), group="app_down"),
+)
+
+
+def by_name(name: str) -> Fault:
+    for fault in FAULTS:
+        if fault.name == name:
+            return fault
+    raise KeyError(f"no fault {name!r}; known: {', '.join(f.name for f in FAULTS)}")
+
+
+def groups(faults: Iterable[Fault] = FAULTS) -> dict[str, list[Fault]]:
+    """Faults by stack run, in catalogue order."""
+    found: dict[str, list[Fault]] = {}
+    for fault in faults:
+        found.setdefault(fault.group, []).append(fault)
+    return found
+
+
+def app_env(disk_path: Path | None = None, fast: bool = True) -> dict[str, str]:
+    """The demo app's settings for a stack that can run every fault of the catalogue."""
+    env = {
+        "DEMO_ORGANIZATIONS": ",".join(E2E_ORGS),
+        "DEMO_RATE_LIMITS": "kilele=3",
+        "DEMO_DARAJA_TIMEOUT": f"{DARAJA_TIMEOUT_S:g}",
+        # The suspicious-IP window shrinks with the rules in --fast (15 minutes / 15).
+        "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if fast else "900",
+    }
+    if disk_path is not None:
+        env["MPESA_MONITOR_DISK_PATH"] = str(disk_path)
+    return env
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class Rendered:
+    """The configuration a stack runs with: rules, Prometheus, Alertmanager, app settings."""
+
+    rules: list[dict[str, Any]]
+    prometheus: dict[str, Any]
+    alertmanager: dict[str, Any]
+    health_interval: float
+    health_timeout: float
+    app_env: dict[str, str] = field(default_factory=dict)
+    fast: bool = False
+    factor: float = 1.0
+
+
+def render_configs(fast: bool, env: dict[str, str] | None = None) -> Rendered:
+    """Render the local stack's configuration (without starting anything) and read it."""
+    import tempfile
+
+    from flask_mpesa_monitor.config import SETTINGS
+
+    from .localstack import LocalStack
+
+    defaults = {s.key: s.default for s in SETTINGS}
+    with tempfile.TemporaryDirectory(prefix="faults-render-") as tmp:
+        stack = LocalStack(Path(tmp), fast=fast)
+        stack.render()
+        config = Path(tmp) / "config"
+        rules = [yaml.safe_load(p.read_text()) for p in sorted((config / "rules").glob("*.yml"))]
+        prometheus = yaml.safe_load((config / "prometheus.yml").read_text())
+        alertmanager = yaml.safe_load((config / "alertmanager.yml").read_text())
+    return Rendered(rules, prometheus, alertmanager, 1.0 if fast else float(defaults.get("HEALTH_INTERVAL", 15)),
+                    float(defaults.get("HEALTH_TIMEOUT", 2.0)), dict(env or app_env(fast=fast)), fast,
+                    _fast_factor() if fast else 1.0)
+
+
+def _fast_factor() -> float:
+    """The factor ``--fast`` divides durations by (deploy/render.py's, where it has one)."""
+    try:
+        from deploy import render
+    except ImportError:
+        return 15.0
+    return float(getattr(render, "FAST_FACTOR", 15))
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+
+
+def seconds(duration: Any, default: float = 0.0) -> float:
+    """A Prometheus duration (``1m30s``, ``15s``, ``0m``, ``500ms``) in seconds."""
+    if duration is None:
+        return default
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", str(duration))
+    return sum(float(n) * _UNITS[u] for n, u in parts) if parts else default
+
+
+def rule_of(rendered: Rendered, alert: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(group, rule) of ``alert``; KeyError when the rules have no such alert."""
+    for document in rendered.rules:
+        for group in (document or {}).get("groups", []) or []:
+            for rule in group.get("rules", []) or []:
+                if rule.get("alert") == alert:
+                    return group, rule
+    raise KeyError(f"no alert {alert!r} in the rendered rules")
+
+
+def _matches(route: dict[str, Any], labels: dict[str, str]) -> bool:
+    for text in route.get("matchers", []) or []:
+        match = re.fullmatch(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*', text)
+        if not match:
+            return False
+        name, op, value = match.groups()
+        actual = labels.get(name, "")
+        ok = {"=": actual == value, "!=": actual != value, "=~": re.fullmatch(value, actual) is not None,
+              "!~": re.fullmatch(value, actual) is None}[op]
+        if not ok:
+            return False
+    return True
+
+
+def route_of(rendered: Rendered, labels: dict[str, str]) -> dict[str, Any]:
+    """The first matching route (receiver, group_wait, group_interval), timings inherited."""
+    root = rendered.alertmanager["route"]
+    settings = {"receiver": root.get("receiver"), "group_wait": root.get("group_wait", "30s"),
+                "group_interval": root.get("group_interval", "5m")}
+
+    def walk(route: dict[str, Any], inherited: dict[str, Any]) -> dict[str, Any]:
+        here = {key: route.get(key, inherited[key]) for key in inherited}
+        for child in route.get("routes", []) or []:
+            if _matches(child, labels):
+                return walk(child, here)
+        return here
+
+    return walk(root, settings)
+
+
+def channels_for(rendered: Rendered, severity: str, alert: str = "X") -> tuple[str, ...]:
+    """The channels a notification of ``severity`` reaches, read from the receivers."""
+    receiver_name = route_of(rendered, {"alertname": alert, "severity": severity})["receiver"]
+    receiver = next(r for r in rendered.alertmanager["receivers"] if r["name"] == receiver_name)
+    found = []
+    if receiver.get("slack_configs"):
+        found.append("slack")
+    if receiver.get("email_configs"):
+        found.append("email")
+    if any("/alerts" in str(w.get("url", "")) for w in receiver.get("webhook_configs", []) or []):
+        found.append("sms")
+    return tuple(found)
+
+
+_GUARD = re.compile(r"present_over_time\([^\[]*\[[^\]]*\]\s*(?:offset\s+[0-9a-z]+)?\)")
+
+
+def _expanded(expr: str, rendered: Rendered, depth: int = 0) -> str:
+    """``expr`` with the expressions of the recording rules it reads appended."""
+    if depth > 4:
+        return expr
+    records = {rule["record"]: str(rule["expr"]) for document in rendered.rules
+               for group in (document or {}).get("groups", []) or [] for rule in group.get("rules", []) or []
+               if "record" in rule}
+    extra = [_expanded(records[name], rendered, depth + 1) for name in set(re.findall(r"[A-Za-z_:][\w:]*", expr))
+             if name in records]
+    return "\n".join([expr, *extra])
+
+
+def _windows(expr: str, baseline: float = 86400.0) -> float:
+    """The longest current window of an expression, with its offset (seconds). Left out:
+    windows of a day or more (baselines) and the ``present_over_time(up[1h])`` guard of
+    the new-series pattern (it decides whether a target is trusted, not what is counted)."""
+    expr = _GUARD.sub("", expr)
+    longest = 0.0
+    for match in re.finditer(r"\[([0-9a-z]+)(?::[0-9a-z]*)?\]\s*(?:offset\s+([0-9a-z]+))?", expr):
+        window = seconds(match.group(1))
+        if window >= baseline:
+            continue
+        longest = max(longest, window + seconds(match.group(2)))
+    for match in re.finditer(r"offset\s+([0-9a-z]+)", expr):  # an offset on an instant selector
+        longest = max(longest, seconds(match.group(1)))
+    return longest
+
+
+@dataclass(frozen=True)
+class Bound:
+    page: float
+    resolve: float
+    detail: str
+
+
+def bounds(fault: Fault, expect: Expect, rendered: Rendered) -> Bound:
+    """Worst-case seconds from the fault to the page, and from the revert to the
+    resolution, for one expected alert (see the module's docstring)."""
+    group, rule = rule_of(rendered, expect.alert)
+    glob = rendered.prometheus.get("global", {})
+    scrape = seconds(glob.get("scrape_interval"), 60)
+    evaluation = seconds(group.get("interval"), seconds(glob.get("evaluation_interval"), 60))
+    for_ = seconds(rule.get("for"))
+    keep = seconds(rule.get("keep_firing_for"))
+    route = route_of(rendered, {"alertname": expect.alert, "severity": expect.severity})
+    group_wait, group_interval = seconds(route["group_wait"]), seconds(route["group_interval"])
+    window = _windows(_expanded(str(rule.get("expr", "")), rendered), 86400.0 / rendered.factor)
+    health = rendered.health_interval + rendered.health_timeout if expect.health else 0.0
+    fill = seconds(expect.fill_window, window) if expect.signal == "window" else 0.0
+    clear = (seconds(expect.clear_window, window) if expect.signal in ("window", "event") else 0.0) + health
+    if rendered.fast and expect.fill_window:  # the override is written at production time
+        fill = seconds(expect.fill_window) / rendered.factor
+    if rendered.fast and expect.clear_window:
+        clear = seconds(expect.clear_window) / rendered.factor + health
+    clear = max(clear, fault.app_memory_s(rendered) + health)
+    page = scrape + evaluation + fill + for_ + evaluation + group_wait + health
+    resolve = clear + scrape + evaluation + keep + evaluation + group_interval
+    detail = (f"scrape {scrape:g}s, eval {evaluation:g}s, window {window:g}s, for {for_:g}s, keep {keep:g}s, "
+              f"group_wait {group_wait:g}s, group_interval {group_interval:g}s"
+              + (f", health {health:g}s" if health else "")
+              + (f", app memory {fault.app_memory_s(rendered):g}s" if fault.app_memory_s(rendered) else ""))
+    return Bound(page, resolve, detail)
+
+
+# --------------------------------------------------------------------------- running faults
+
+
+@dataclass
+class Measurement:
+    """What one expected alert did: seconds to the page per channel, to the resolution."""
+
+    fault: str
+    alert: str
+    organization: str | None
+    channels: tuple[str, ...]
+    bound: Bound
+    pending: str = ""
+    page_s: dict[str, float] = field(default_factory=dict)
+    resolve_s: dict[str, float] = field(default_factory=dict)
+    firing_count: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def paged(self) -> bool:
+        return all(c in self.page_s for c in self.channels)
+
+    @property
+    def resolved(self) -> bool:
+        return all(c in self.resolve_s for c in self.channels if c != "sms")
+
+
+def inbox_messages(stack: Any, since: float = 0.0) -> list[dict[str, Any]]:
+    answer = requests.get(f"{stack.url('inbox')}/api/messages", params={"since": since, "limit": 2000}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["messages"]
+
+
+def about(message: dict[str, Any], expect: Expect) -> bool:
+    names = message.get("alertnames") or [message.get("alertname")]
+    if expect.alert not in names:
+        return False
+    if expect.organization is not None and message.get("organization") != expect.organization:
+        return False
+    return expect.text is None or expect.text in message.get("text", "")
+
+
+@dataclass
+class GroupResult:
+    measurements: list[Measurement]
+    unexpected_critical: list[dict[str, Any]]
+    quiet_broken: list[tuple[str, str, str]]  # (fault, alert, why it should be quiet)
+    started: float
+    stats: dict[str, Any]
+
+
+def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: Path | None = None,
+              slack: float = 1.5, margin: float = 20.0, resolve_within: float | None = None,
+              log: Callable[[str], None] = print) -> GroupResult:
+    """Inject ``faults`` together, wait for each page, revert, wait for each resolution.
+
+    Waits are bounded by the computed bound times ``slack`` plus ``margin`` seconds
+    (``resolve_within`` caps the resolution wait: a longer one is left to the caller).
+    """
+    ctx = FaultContext(stack, disk_dir)
+    measurements = [Measurement(f.name, e.alert, e.organization, channels_for(rendered, e.severity, e.alert),
+                                bounds(f, e, rendered), e.pending)
+                    for f in faults for e in f.expects]
+    expects = [(f, e) for f in faults for e in f.expects]
+    started = time.time()
+    for fault in faults:
+        log(f"inject {fault.name}: {fault.injected}")
+        fault.inject(ctx)
+    injected = time.time()
+
+    def poll(status: str, since: float, target: dict[int, dict[str, float]], deadline: float,
+             after: float | None = None) -> None:
+        """Seconds from ``since`` to each expected notification received after ``after``
+        (a resolution may come before the revert: a burst that is over by itself)."""
+        while time.time() < deadline:
+            messages = inbox_messages(stack, since if after is None else after)
+            for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
+                for msg in messages:
+                    if msg.get("status") == status and msg["channel"] in m.channels and about(msg, e):
+                        seen = target.setdefault(index, {})
+                        value = round(msg["received_ts"] - since, 1)
+                        seen[msg["channel"]] = min(value, seen.get(msg["channel"], value))
+            wanted = [(i, m) for i, m in enumerate(measurements)
+                      if any(c not in target.get(i, {}) for c in m.channels if status == "firing" or c != "sms")]
+            if not wanted:
+                return
+            time.sleep(0.5)
+
+    pages: dict[int, dict[str, float]] = {}
+    poll("firing", injected, pages, injected + max(m.bound.page for m in measurements) * slack + margin)
+    for index, m in enumerate(measurements):
+        m.page_s = pages.get(index, {})
+        log(f"  {m.fault}: {m.alert}({m.organization or '-'}) page {m.page_s} (bound {m.bound.page:.0f}s)")
+    paged_until = time.time()
+    for fault in faults:
+        log(f"revert {fault.name}: {fault.reverted}")
+        fault.revert(ctx)
+    reverted = time.time()
+    longest = max(m.bound.resolve for m in measurements) * slack + margin
+    if resolve_within is not None:
+        longest = min(longest, resolve_within)
+    resolutions: dict[int, dict[str, float]] = {}
+    poll("resolved", reverted, resolutions, reverted + longest, after=injected)
+    ctx.stop_all()
+    for index, m in enumerate(measurements):
+        m.resolve_s = resolutions.get(index, {})
+        log(f"  {m.fault}: {m.alert}({m.organization or '-'}) resolved {m.resolve_s} (bound {m.bound.resolve:.0f}s)")
+    all_messages = inbox_messages(stack, started)
+    for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
+        firing = [msg for msg in all_messages if msg.get("status") == "firing" and about(msg, e)]
+        m.firing_count = {c: sum(1 for msg in firing if msg["channel"] == c) for c in m.channels}
+    unexpected = [msg for msg in all_messages if msg.get("status") == "firing"
+                  and (msg["channel"] == "sms" or msg.get("severity") == "critical")
+                  and not any(about(msg, e) for _, e in expects)]
+    quiet_broken = []
+    for fault in faults:
+        for alert, why in fault.quiet:
+            if any(alert in (msg.get("alertnames") or []) and msg.get("status") == "firing" for msg in all_messages
+                   if msg["received_ts"] <= paged_until + longest):
+                quiet_broken.append((fault.name, alert, why))
+    return GroupResult(measurements, unexpected, quiet_broken, started, ctx.stats)
