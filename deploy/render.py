@@ -363,6 +363,7 @@ GROUP_DASHBOARDS: dict[str, tuple[str, bool]] = {
     "mpesa-mcp.business": ("mpesa-business", True),
     "mpesa-mcp.security": ("mpesa-security", False),
     "mpesa-mcp.slo": ("mpesa-overview", True),
+    "mpesa-mcp.flows": ("mpesa-business", True),
 }
 ORGANIZATION_DASHBOARD = "mpesa-organization"
 
