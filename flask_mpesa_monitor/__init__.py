@@ -8,8 +8,8 @@
 from . import metrics
 from ._version import __version__
 from .alerts import AlertLevel
-from .extension import MPesaMonitor
 from .config import MonitorConfig
+from .extension import MPesaMonitor
 from .instrument import monitor_database_operation, monitor_mcp_tool, monitor_mpesa_operation
 from .state import MonitorState, get_state
 from .transactions import CallbackResult, InvalidCallback

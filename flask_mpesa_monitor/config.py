@@ -24,8 +24,9 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import tenancy

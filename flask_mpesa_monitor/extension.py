@@ -22,7 +22,8 @@ app context, on the app this monitor was last initialised with.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
@@ -224,13 +225,6 @@ class MPesaMonitor:
         for the current app (or the last one initialised).
         """
         self._state().set_database(source, timeout)
-
-    def register_collector(self, collector: Any) -> None:
-        """Add a collector (an object with ``collect()`` yielding prometheus_client metric
-        families) to this app's ``/metrics``, for values read at scrape time from a source
-        every worker shares (the extension's own ``mpesa_stk_pending`` is one); written by
-        every renderer, text and OpenMetrics, one process or gunicorn workers."""
-        self._state().exporter.register(collector)
 
     def register_collector(self, collector: Any) -> None:
         """Add a collector (an object with ``collect()`` yielding prometheus_client metric

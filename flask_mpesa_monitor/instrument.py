@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger

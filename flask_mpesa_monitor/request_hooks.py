@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask, Response, request
 

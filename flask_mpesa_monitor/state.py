@@ -16,7 +16,8 @@ the monitor. The views, the CLI and tests read it through :func:`get_state`::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_app_context
 

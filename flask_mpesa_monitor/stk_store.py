@@ -40,8 +40,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 #: Daraja's CheckoutRequestIDs look like ``ws_CO_191220191020363925`` (about 30
 #: characters); anything longer is not one of them and is refused before it is stored.

@@ -40,7 +40,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import tenancy
 from .auth import Credentials

@@ -20,7 +20,8 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 FILENAME = "mpesa_monitor_organizations.sqlite"
 

@@ -9,7 +9,8 @@ the figures stay current whichever way the check ran (background, on demand, CLI
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics
 from ..redact import get_logger, mask_phones

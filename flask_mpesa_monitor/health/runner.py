@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics
 from ..redact import get_logger
@@ -52,7 +53,7 @@ class _Job:
         self.seconds = 0.0
         self.started = time.monotonic()
 
-    def start(self) -> "_Job":
+    def start(self) -> _Job:
         thread = threading.Thread(target=self._run, name=f"mpesa-health-{self.check.name}", daemon=True)
         thread.start()
         return self
