@@ -156,7 +156,7 @@ class AlertSender:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
-        self._outbox: OrderedDict[tuple, _Pending] = OrderedDict()
+        self._outbox: OrderedDict[tuple[Any, ...], _Pending] = OrderedDict()
         self._backoff = {url: _Backoff() for url in self.urls}
 
     def _after_fork(self) -> None:

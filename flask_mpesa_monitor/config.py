@@ -156,7 +156,7 @@ def _existing_path(value: Any) -> str:
     return value
 
 
-def _file_path(value: Any) -> str | None:
+def _file_path(value: object) -> str | None:
     """A file that exists, or that can be created (its directory exists and is writable)."""
     value = _optional_str(value)
     if value is None:
@@ -200,7 +200,7 @@ def _organizations(value: Any) -> tuple[str, ...] | Callable[[], Any]:
     return tuple(value)
 
 
-def _secret(value: Any) -> str | None:
+def _secret(value: object) -> str | None:
     """A credential sent in a header: surrounding whitespace stripped, none inside."""
     value = _optional_str(value)
     if value is None:
@@ -213,7 +213,7 @@ def _secret(value: Any) -> str | None:
     return value
 
 
-def _basic_auth(value: Any) -> str | None:
+def _basic_auth(value: object) -> str | None:
     value = _secret(value)
     if value is not None:
         user, colon, password = value.partition(":")
@@ -242,10 +242,11 @@ def _networks(value: Any) -> tuple[Any, ...]:
 
 
 def _amount(value: Any) -> float:
-    return _number("must be an amount above 0 and at most 1e12", 1e12)(value)
+    amount: float = _number("must be an amount above 0 and at most 1e12", 1e12)(value)
+    return amount
 
 
-def _secret_file(value: Any) -> str | None:
+def _secret_file(value: object) -> str | None:
     value = _optional_str(value)
     if value is not None and not os.path.isfile(value):
         raise ValueError("must name a readable file")

@@ -94,7 +94,7 @@ class MPesaMonitor:
     def _state(self) -> MonitorState:
         """The current app's state if this monitor initialised it, else the last app's."""
         if has_app_context():
-            state = current_app.extensions.get(EXTENSION_KEY)
+            state: MonitorState | None = current_app.extensions.get(EXTENSION_KEY)
             if state is not None and state.monitor is self:
                 return state
         if self._last_state is None:

@@ -269,7 +269,7 @@ build_info = Gauge(
 #: Every metric of the catalogue by exposition name (counters without ``_total``
 #: removed: the name as it appears in PromQL). Used by tests and dashboard checks.
 CATALOGUE: dict[str, object] = {
-    m._name + ("_total" if m._type == "counter" else ""): m  # type: ignore[attr-defined]
+    m._name + ("_total" if m._type == "counter" else ""): m
     for m in (
         requests_total, request_duration_seconds, requests_in_progress, active_connections,
         api_calls_total, api_duration_seconds, token_refreshes_total,

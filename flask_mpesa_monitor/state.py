@@ -141,7 +141,7 @@ def get_state(app: Flask | None = None) -> MonitorState:
                 "or call this inside 'with app.app_context():'."
             )
         app = current_app
-    state = app.extensions.get(EXTENSION_KEY)
+    state: MonitorState | None = app.extensions.get(EXTENSION_KEY)
     if state is None:
         raise RuntimeError(
             f"flask-mpesa-monitor was not initialised on this app ({app.name!r}); call "

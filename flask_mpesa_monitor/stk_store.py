@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 #: Daraja's CheckoutRequestIDs look like ``ws_CO_191220191020363925`` (about 30
 #: characters); anything longer is not one of them and is refused before it is stored.
@@ -56,6 +56,8 @@ START_MAX_AGE = 24 * 3600.0
 #: File name beside the multiprocess metric files. Not ``*.db``: prometheus_client
 #: reads every ``*.db`` file there as metrics.
 FILE_NAME = "mpesa_monitor_stk.sqlite"
+
+_T = TypeVar("_T")
 
 PENDING, MISSING, HELD, DONE = "pending", "missing", "held", "done"
 
@@ -157,7 +159,7 @@ class SQLPendingStore:
             self._conn, self._pid = self._open(), os.getpid()
         return self._conn
 
-    def _run(self, work: Callable[[Callable[..., list[tuple]]], Any], write: bool = True) -> Any:
+    def _run(self, work: Callable[[Callable[..., list[tuple[Any, ...]]]], _T], write: bool = True) -> _T:
         """Run ``work(execute)`` in one transaction (a write transaction unless ``write``
         is false: a scrape reading counts must not queue behind, or block, writers)."""
         with self._lock:
@@ -165,7 +167,7 @@ class SQLPendingStore:
             cursor = self._begin(conn) if write else self._begin_read(conn)
             p = self.placeholder
 
-            def execute(sql: str, params: tuple = ()) -> list[tuple]:
+            def execute(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
                 sql = sql.replace("?", p).replace("{t}", self.table)
                 cursor.execute(sql, params)
                 return cursor.fetchall() if cursor.description is not None else []
@@ -200,7 +202,7 @@ class SQLPendingStore:
         """Remember a push. A push already known is ignored; a held callback is resolved."""
         now = time.time()
 
-        def work(execute: Callable[..., list[tuple]]) -> Added:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> Added:
             rows = execute("SELECT state, organization, started, outcome, result_code, callback_amount "
                            "FROM {t} WHERE checkout = ?", (checkout,))
             held = None
@@ -227,7 +229,7 @@ class SQLPendingStore:
         """Resolve ``checkout`` with a callback (or a query result) claiming ``organization``."""
         now = time.time()
 
-        def work(execute: Callable[..., list[tuple]]) -> Match:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> Match:
             rows = execute("SELECT state, organization, started, amount, outcome, result_code, callback_amount "
                            "FROM {t} WHERE checkout = ?", (checkout,))
             if not rows:
@@ -249,7 +251,7 @@ class SQLPendingStore:
         now = time.time()
         held_deadline = deadline if held_deadline is None else held_deadline
 
-        def work(execute: Callable[..., list[tuple]]) -> Expired:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> Expired:
             missing = [Push(*row) for row in execute(
                 "UPDATE {t} SET state = ?, updated = ? WHERE state = ? AND started <= ? "
                 "RETURNING organization, started, amount", (MISSING, now, PENDING, deadline))]
@@ -265,11 +267,12 @@ class SQLPendingStore:
         self._writes += 1
         return self._writes % self.check_every == 0
 
-    def _excess(self, execute: Callable[..., list[tuple]], *states: str) -> int:
+    def _excess(self, execute: Callable[..., list[tuple[Any, ...]]], *states: str) -> int:
         marks = ", ".join("?" for _ in states)
-        return execute(f"SELECT count(*) FROM {{t}} WHERE state IN ({marks})", states)[0][0] - self.max_pending
+        count: int = execute(f"SELECT count(*) FROM {{t}} WHERE state IN ({marks})", states)[0][0]
+        return count - self.max_pending
 
-    def _trim(self, execute: Callable[..., list[tuple]]) -> tuple[Held, ...]:
+    def _trim(self, execute: Callable[..., list[tuple[Any, ...]]]) -> tuple[Held, ...]:
         """Keep at most ``max_pending`` resolved rows: forget the oldest; held callbacks
         forgotten that way are returned, to be counted unmatched rather than lost."""
         excess = self._excess(execute, MISSING, HELD, DONE)
@@ -291,8 +294,9 @@ class SQLPendingStore:
 
     def pending_count(self) -> int:
         """Pushes waiting for their callback, over the whole table (every worker, or host)."""
-        return self._run(lambda execute: execute("SELECT count(*) FROM {t} WHERE state = ?", (PENDING,)),
-                         write=False)[0][0]
+        count: int = self._run(lambda execute: execute("SELECT count(*) FROM {t} WHERE state = ?", (PENDING,)),
+                               write=False)[0][0]
+        return count
 
     def pending_by_organization(self) -> dict[str, int]:
         """Pending pushes per organization (for a scrape-time gauge)."""

@@ -150,7 +150,7 @@ class HealthRunner:
         return report
 
     def _result(self, check: HealthCheck, job: _Job | None) -> CheckResult:
-        common = {"name": check.name, "critical": check.critical, "timeout": check.timeout,
+        common: dict[str, Any] = {"name": check.name, "critical": check.critical, "timeout": check.timeout,
                   "component_type": check.component_type}
         if job is None or not job.done.is_set() or job.outcome is None:
             error = timeout_message(check.timeout)
