@@ -44,6 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from .sqlite_file import open_shared
+
 #: Daraja's CheckoutRequestIDs look like ``ws_CO_191220191020363925`` (about 30
 #: characters); anything longer is not one of them and is refused before it is stored.
 MAX_ID_LENGTH = 64
@@ -323,22 +325,7 @@ class SQLitePendingStore(SQLPendingStore):
         self.path = path
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        # Workers starting together race to switch the file to WAL and create the
-        # table; switching needs a moment alone with the file, which busy_timeout does
-        # not cover: retry briefly (bounded).
-        for attempt in range(50):
-            try:
-                if self.path != ":memory:":
-                    conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SQLITE_SCHEMA)
-                break
-            except sqlite3.OperationalError:
-                if attempt == 49:
-                    conn.close()
-                    raise
-                time.sleep(0.02)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = open_shared(self.path, _SQLITE_SCHEMA)
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={max_bytes(self.max_pending) // page_size}")
         return conn
