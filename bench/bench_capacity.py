@@ -78,8 +78,13 @@ def measure_host(orgs: int, workers: int, reps: int) -> dict[str, Any]:
 def measure_engines(body_path: Path, content_type: str, hosts: int, interval: float, duration: float,
                     work: Path) -> dict[str, Any]:
     """One Prometheus scraping ``hosts`` copies of the body, remote-writing to one VM."""
-    from examples.demo.servers import PrometheusServer, RecordingHTTPServer, free_port, wait_until
-    from examples.demo.servers import VictoriaMetricsServer
+    from examples.demo.servers import (
+        PrometheusServer,
+        RecordingHTTPServer,
+        VictoriaMetricsServer,
+        free_port,
+        wait_until,
+    )
 
     body = body_path.read_bytes()
     servers = [RecordingHTTPServer() for _ in range(hosts)]

@@ -25,7 +25,8 @@ import argparse
 import gc
 import io
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from werkzeug.test import EnvironBuilder
 

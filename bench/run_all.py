@@ -13,11 +13,20 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import (bench_alert_latency, bench_capacity, bench_ha, bench_health, bench_http, bench_inprocess, bench_memory,
-               bench_scrape)
+from . import (
+    bench_alert_latency,
+    bench_capacity,
+    bench_ha,
+    bench_health,
+    bench_http,
+    bench_inprocess,
+    bench_memory,
+    bench_scrape,
+)
 from .common import REPO_ROOT, Result, fmt, machine_info, markdown_table, ratio
 
 #: (key, runner) in the order of the issue's list, with full counts.

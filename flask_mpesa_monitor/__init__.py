@@ -10,8 +10,8 @@ from ._version import __version__
 from .alerts import AlertLevel
 from .b2c import AsyncResult, InvalidResult
 from .c2b import ConfirmationResult, InvalidConfirmation
-from .extension import MPesaMonitor
 from .config import MonitorConfig
+from .extension import MPesaMonitor
 from .instrument import monitor_database_operation, monitor_mcp_tool, monitor_mpesa_operation
 from .state import MonitorState, get_state
 from .transactions import CallbackResult, InvalidCallback

@@ -33,9 +33,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from . import metrics, tenancy
 from .config import DEFAULT_RUNBOOK_URL
@@ -51,7 +52,7 @@ BATCH_SIZE = 64
 _exit_deadline: float | None = None
 
 
-class AlertLevel(str, enum.Enum):
+class AlertLevel(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() and format() of members
     """Severity of an app-side alert; the value is Alertmanager's ``severity`` label."""
 
     CRITICAL = "critical"
@@ -86,7 +87,7 @@ def _annotation_name(key: Any) -> str:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace(
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
 
@@ -155,7 +156,7 @@ class AlertSender:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
-        self._outbox: OrderedDict[tuple, _Pending] = OrderedDict()
+        self._outbox: OrderedDict[tuple[Any, ...], _Pending] = OrderedDict()
         self._backoff = {url: _Backoff() for url in self.urls}
 
     def _after_fork(self) -> None:

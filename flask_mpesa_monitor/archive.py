@@ -39,7 +39,7 @@ import glob
 import json
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 LOCK_NAME = "mpesa_monitor_archive.lock"
 JOURNAL_NAME = "mpesa_monitor_archive.journal"

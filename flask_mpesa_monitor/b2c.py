@@ -19,8 +19,9 @@ account) is set from an account balance result, or from a B2C result's
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger

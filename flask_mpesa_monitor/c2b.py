@@ -16,8 +16,9 @@ shared table as STK pushes (Daraja retries confirmations).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger

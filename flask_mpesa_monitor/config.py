@@ -24,8 +24,9 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import tenancy
@@ -155,7 +156,7 @@ def _existing_path(value: Any) -> str:
     return value
 
 
-def _file_path(value: Any) -> str | None:
+def _file_path(value: object) -> str | None:
     """A file that exists, or that can be created (its directory exists and is writable)."""
     value = _optional_str(value)
     if value is None:
@@ -199,7 +200,7 @@ def _organizations(value: Any) -> tuple[str, ...] | Callable[[], Any]:
     return tuple(value)
 
 
-def _secret(value: Any) -> str | None:
+def _secret(value: object) -> str | None:
     """A credential sent in a header: surrounding whitespace stripped, none inside."""
     value = _optional_str(value)
     if value is None:
@@ -212,7 +213,7 @@ def _secret(value: Any) -> str | None:
     return value
 
 
-def _basic_auth(value: Any) -> str | None:
+def _basic_auth(value: object) -> str | None:
     value = _secret(value)
     if value is not None:
         user, colon, password = value.partition(":")
@@ -241,7 +242,8 @@ def _networks(value: Any) -> tuple[Any, ...]:
 
 
 def _amount(value: Any) -> float:
-    return _number("must be an amount above 0 and at most 1e12", 1e12)(value)
+    amount: float = _number("must be an amount above 0 and at most 1e12", 1e12)(value)
+    return amount
 
 
 #: The two Daraja environments (the ``daraja_environment`` label).
@@ -266,7 +268,7 @@ def _app_versions(value: Any) -> frozenset[str]:
     return frozenset(value)
 
 
-def _secret_file(value: Any) -> str | None:
+def _secret_file(value: object) -> str | None:
     value = _optional_str(value)
     if value is not None and not os.path.isfile(value):
         raise ValueError("must name a readable file")

@@ -21,7 +21,8 @@ HTTP status. Codes arrive as int or string.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 SUCCESS = "success"
 CUSTOMER_CANCELLED = "customer_cancelled"

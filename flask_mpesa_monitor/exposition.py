@@ -33,7 +33,8 @@ import os
 import struct
 import tempfile
 import threading
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
@@ -253,7 +254,7 @@ class _Family:
     def __init__(self, name: str, type_: str, help_text: str) -> None:
         self.name, self.type, self.help = name, type_, help_text
         self.keys: list[_Key] = []  # non-bucket samples, first-seen order
-        self.series: dict[tuple, _Series] = {}  # histograms: base labels -> series
+        self.series: dict[tuple[Any, ...], _Series] = {}  # histograms: base labels -> series
 
 
 class _Series:
@@ -329,7 +330,7 @@ class MultiProcessRenderer:
                 series = family.series[series_key] = _Series(f"{family_name}_count{_labels_text(base)} ")
             key = _Key(family, name, items, le, series)
             series.buckets.append(key)
-            series.buckets.sort(key=lambda b: b.le)
+            series.buckets.sort(key=lambda b: cast(float, b.le))  # a bucket's le is always set
         else:
             key = _Key(family, name, items, None, None)
             family.keys.append(key)
@@ -426,7 +427,7 @@ class MultiProcessRenderer:
     def _encode(self, sums: dict[_Key, float], gauges: dict[_Key, float],
                 per_pid: dict[tuple[_Key, str], float]) -> bytes:
         out: list[str] = []
-        fmt = floatToGoString
+        fmt: Callable[[float], str] = floatToGoString
         pid_keys: dict[_Family, list[tuple[_Key, str]]] = {}
         for key, pid in per_pid:
             pid_keys.setdefault(key.family, []).append((key, pid))
@@ -440,7 +441,7 @@ class MultiProcessRenderer:
                     labels = key.labels + [("pid", pid)]
                     lines.append(f"{key.name}{_labels_text(labels)} {fmt(per_pid[(key, pid)])}\n")
             elif family.type == "histogram":
-                sums_by_series: dict[tuple, list[str]] = {}
+                sums_by_series: dict[tuple[Any, ...], list[str]] = {}
                 for key in family.keys:  # _sum (and _count written by old clients)
                     if key in sums and not key.name.endswith("_count"):
                         sums_by_series.setdefault(tuple(sorted(key.labels)), []).append(
@@ -482,8 +483,8 @@ class _Others:
         self.registry, self.ours = registry, {id(metric) for metric in ours}
 
     def collect(self) -> Iterator[Any]:
-        with self.registry._lock:  # type: ignore[attr-defined]
-            collectors = [c for c in self.registry._collector_to_names if id(c) not in self.ours]  # type: ignore[attr-defined]
+        with self.registry._lock:
+            collectors = [c for c in self.registry._collector_to_names if id(c) not in self.ours]
         for collector in collectors:
             yield from collector.collect()
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import functools
 import time
 import weakref
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
@@ -135,7 +136,7 @@ class MPesaMonitor:
     def _state(self) -> MonitorState:
         """The current app's state if this monitor initialised it, else the last app's."""
         if has_app_context():
-            state = current_app.extensions.get(EXTENSION_KEY)
+            state: MonitorState | None = current_app.extensions.get(EXTENSION_KEY)
             if state is not None and state.monitor is self:
                 return state
         if self._last_state is None:
@@ -240,7 +241,7 @@ class MPesaMonitor:
 
         return decorate
 
-    def _count_validation(self, response: Any, kwargs: dict, organization_arg: str | None, seconds: float) -> None:
+    def _count_validation(self, response: Any, kwargs: dict[str, Any], organization_arg: str | None, seconds: float) -> None:
         names = (organization_arg,) if organization_arg else ("org_id", "organization_id")
         organization = next((kwargs[n] for n in names if n in kwargs), None)
         if organization is None:

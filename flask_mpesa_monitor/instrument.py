@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from . import daraja, metrics, tenancy
 from .redact import get_logger
@@ -28,7 +29,9 @@ log = get_logger(__name__)
 ORGANIZATION_ARGS = ("org_id", "organization_id")
 
 
-def _organization_locator(func: Callable[..., Any], name: str | None) -> Callable[[tuple, dict], Any]:
+def _organization_locator(
+    func: Callable[..., Any], name: str | None
+) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
     """Build, once per decorated function, a cheap way to find the organization argument."""
     try:
         parameters = list(inspect.signature(func).parameters)
@@ -39,7 +42,9 @@ def _organization_locator(func: Callable[..., Any], name: str | None) -> Callabl
         if candidate in parameters:
             index = parameters.index(candidate)
 
-            def locate(args: tuple, kwargs: dict, _name: str = candidate, _index: int = index) -> Any:
+            def locate(
+                args: tuple[Any, ...], kwargs: dict[str, Any], _name: str = candidate, _index: int = index
+            ) -> Any:
                 if _name in kwargs:
                     return kwargs[_name]
                 return args[_index] if len(args) > _index else None
@@ -58,8 +63,8 @@ def _outcome_of_result(result: Any, operation: str) -> str:
 
 def _timed(
     func: F,
-    on_result: Callable[[tuple, dict, float, Any], None],
-    on_error: Callable[[tuple, dict, float, BaseException], None],
+    on_result: Callable[[tuple[Any, ...], dict[str, Any], float, Any], None],
+    on_error: Callable[[tuple[Any, ...], dict[str, Any], float, BaseException], None],
 ) -> F:
     """Wrap ``func`` (sync or async): time each call, report it, re-raise unchanged."""
 
@@ -82,7 +87,7 @@ def _timed(
             report(on_result, args, kwargs, time.perf_counter() - start, result)
             return result
 
-        return async_wrapper  # type: ignore[return-value]
+        return cast(F, async_wrapper)  # functools.wraps keeps func's signature
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -95,7 +100,7 @@ def _timed(
         report(on_result, args, kwargs, time.perf_counter() - start, result)
         return result
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # functools.wraps keeps func's signature
 
 
 def monitor_mpesa_operation(operation: str, *, organization_arg: str | None = None) -> Callable[[F], F]:
@@ -168,7 +173,7 @@ def monitor_mcp_tool(tool: str, *, organization_arg: str | None = None) -> Calla
     def decorate(func: F) -> F:
         locate = _organization_locator(func, organization_arg)
 
-        def record(args: tuple, kwargs: dict, seconds: float, outcome: str) -> None:
+        def record(args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float, outcome: str) -> None:
             org = tenancy.organizations(locate(args, kwargs))
             metrics.mcp_tool_calls_total.labels(name, org, outcome).inc()
             histogram.observe(seconds)

@@ -269,7 +269,7 @@ build_info = Gauge(
 #: Every metric of the catalogue by exposition name (counters without ``_total``
 #: removed: the name as it appears in PromQL). Used by tests and dashboard checks.
 CATALOGUE: dict[str, object] = {
-    m._name + ("_total" if m._type == "counter" else ""): m  # type: ignore[attr-defined]
+    m._name + ("_total" if m._type == "counter" else ""): m
     for m in (
         requests_total, request_duration_seconds, requests_in_progress, active_connections,
         api_calls_total, api_duration_seconds, token_refreshes_total,
@@ -362,7 +362,7 @@ daraja_environment_info = Gauge(
     multiprocess_mode="livemax",
 )
 CATALOGUE.update({
-    m._name + ("_total" if m._type == "counter" else ""): m  # type: ignore[attr-defined]
+    m._name + ("_total" if m._type == "counter" else ""): m
     for m in (c2b_validation_duration_seconds, c2b_validations_total, c2b_confirmations_total,
               async_queue_timeouts_total, payouts_total, b2c_float_balance, stk_reconciled_total,
               mobile_app_requests_total, cache_requests_total, daraja_environment_info)

@@ -29,7 +29,7 @@ alerts and texts are masked when they are written.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
@@ -40,7 +40,7 @@ KENYA = 254
 SUBSCRIBER_DIGITS = 9
 
 # At least 9 digits anywhere (Unicode digits too: libphonenumber reads them).
-_ENOUGH_DIGITS = re.compile(r"(?:\D*\d){%d}" % SUBSCRIBER_DIGITS)
+_ENOUGH_DIGITS = re.compile(rf"(?:\D*\d){{{SUBSCRIBER_DIGITS}}}")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 # Upper bound on the text searched: a number is short, a log line can be huge. Longer
 # text is searched in overlapping windows.

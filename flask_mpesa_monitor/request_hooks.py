@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -113,10 +114,11 @@ class RequestMetrics:
         self.organization_header = organization_header
         self._header_key = "HTTP_" + organization_header.upper().replace("-", "_")
         self.resolver = resolver
-        self._children: dict[tuple, Callable[[float], None]] = {}
+        self._children: dict[tuple[Any, ...], Callable[[float], None]] = {}
         self._in_progress = metrics.requests_in_progress
 
     def register(self, app: Flask) -> None:
+        # Flask's documented middleware pattern; mypy sees wsgi_app as a method.
         app.wsgi_app = _Timer(  # type: ignore[method-assign]
             app.wsgi_app, self.excluded_paths, self._in_progress, self.on_request)
         app.after_request(self.after_request)
@@ -124,6 +126,7 @@ class RequestMetrics:
 
     # --- hooks --------------------------------------------------------------------
     def after_request(self, response: Response) -> Response:
+        # flask types ``request`` as a Request, but it is a LocalProxy: unwrap it once per hook.
         req = request._get_current_object()  # type: ignore[attr-defined]
         start = req.environ.pop(START_KEY, None)
         if start is not None:
@@ -134,6 +137,7 @@ class RequestMetrics:
         # after_request did not run: an unhandled exception propagated. Count it as 500.
         if exc is None:
             return
+        # flask types ``request`` as a Request, but it is a LocalProxy: unwrap it once per hook.
         req = request._get_current_object()  # type: ignore[attr-defined]
         start = req.environ.pop(START_KEY, None)
         if start is not None:
@@ -155,7 +159,7 @@ class RequestMetrics:
         except Exception:  # monitoring must never break the request it watches
             log.exception("could not record request metrics")
 
-    def _recorder_for(self, key: tuple) -> Callable[[float], None]:
+    def _recorder_for(self, key: tuple[Any, ...]) -> Callable[[float], None]:
         """Build (and, for known methods, cache) the function that records one request."""
         method, endpoint, status, organization = key
         method = method if method in HTTP_METHODS else "other"
@@ -181,6 +185,7 @@ class RequestMetrics:
 
     def organization(self) -> str:
         """The bounded organization label of the current request."""
+        # flask types ``request`` as a Request, but it is a LocalProxy: pass the real object.
         return self._organization(request._get_current_object())  # type: ignore[attr-defined]
 
     def _organization(self, req: Any) -> str:

@@ -17,7 +17,8 @@ import ipaddress
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import metrics, tenancy
 from .redact import get_logger
@@ -38,8 +39,8 @@ SAFARICOM_CALLBACK_IPS = (
 )
 SAFARICOM_CALLBACK_IPS_AS_OF = "2026-12-01"
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _address(text: Any) -> Address | None:

@@ -16,12 +16,15 @@ the monitor. The views, the CLI and tests read it through :func:`get_state`::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_app_context
 
 from .alerts import AlertSender
 from .auth import Credentials
+from .b2c import AsyncResultTracker
+from .c2b import C2BTracker
 from .collectors import StkPendingCollector
 from .config import MonitorConfig
 from .exposition import MetricsExporter
@@ -30,8 +33,6 @@ from .request_hooks import RequestMetrics
 from .security import CallbackSource, SecurityTracker
 from .stk_store import default_store
 from .summary import PrometheusSummary, SummaryAccess, SummaryWindow, default_store_path
-from .b2c import AsyncResultTracker
-from .c2b import C2BTracker
 from .transactions import TransactionTracker
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def get_state(app: Flask | None = None) -> MonitorState:
                 "or call this inside 'with app.app_context():'."
             )
         app = current_app
-    state = app.extensions.get(EXTENSION_KEY)
+    state: MonitorState | None = app.extensions.get(EXTENSION_KEY)
     if state is None:
         raise RuntimeError(
             f"flask-mpesa-monitor was not initialised on this app ({app.name!r}); call "

@@ -40,8 +40,11 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+from .sqlite_file import open_shared
 
 #: Daraja's CheckoutRequestIDs look like ``ws_CO_191220191020363925`` (about 30
 #: characters); anything longer is not one of them and is refused before it is stored.
@@ -55,6 +58,8 @@ START_MAX_AGE = 24 * 3600.0
 #: File name beside the multiprocess metric files. Not ``*.db``: prometheus_client
 #: reads every ``*.db`` file there as metrics.
 FILE_NAME = "mpesa_monitor_stk.sqlite"
+
+_T = TypeVar("_T")
 
 PENDING, MISSING, HELD, DONE = "pending", "missing", "held", "done"
 
@@ -156,7 +161,7 @@ class SQLPendingStore:
             self._conn, self._pid = self._open(), os.getpid()
         return self._conn
 
-    def _run(self, work: Callable[[Callable[..., list[tuple]]], Any], write: bool = True) -> Any:
+    def _run(self, work: Callable[[Callable[..., list[tuple[Any, ...]]]], _T], write: bool = True) -> _T:
         """Run ``work(execute)`` in one transaction (a write transaction unless ``write``
         is false: a scrape reading counts must not queue behind, or block, writers)."""
         with self._lock:
@@ -164,7 +169,7 @@ class SQLPendingStore:
             cursor = self._begin(conn) if write else self._begin_read(conn)
             p = self.placeholder
 
-            def execute(sql: str, params: tuple = ()) -> list[tuple]:
+            def execute(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
                 sql = sql.replace("?", p).replace("{t}", self.table)
                 cursor.execute(sql, params)
                 return cursor.fetchall() if cursor.description is not None else []
@@ -199,7 +204,7 @@ class SQLPendingStore:
         """Remember a push. A push already known is ignored; a held callback is resolved."""
         now = time.time()
 
-        def work(execute: Callable[..., list[tuple]]) -> Added:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> Added:
             rows = execute("SELECT state, organization, started, outcome, result_code, callback_amount "
                            "FROM {t} WHERE checkout = ?", (checkout,))
             held = None
@@ -229,7 +234,7 @@ class SQLPendingStore:
         ``create=False`` (a reconciliation): an id without a row is left alone, ``unknown``."""
         now = time.time()
 
-        def work(execute: Callable[..., list[tuple]]) -> Match:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> Match:
             rows = execute("SELECT state, organization, started, amount, outcome, result_code, callback_amount "
                            "FROM {t} WHERE checkout = ?", (checkout,))
             if not rows and not create:
@@ -254,7 +259,7 @@ class SQLPendingStore:
         for Daraja's retries. Also returns held callbacks forgotten to keep the bound."""
         now = time.time()
 
-        def work(execute: Callable[..., list[tuple]]) -> tuple[bool, tuple[Held, ...]]:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> tuple[bool, tuple[Held, ...]]:
             rows = execute(f"INSERT INTO {{t}} ({_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) "
                            "ON CONFLICT (checkout) DO NOTHING RETURNING checkout",
                            (key, DONE, organization, now, *completion, now))
@@ -268,7 +273,7 @@ class SQLPendingStore:
         now = time.time()
         held_deadline = deadline if held_deadline is None else held_deadline
 
-        def work(execute: Callable[..., list[tuple]]) -> Expired:
+        def work(execute: Callable[..., list[tuple[Any, ...]]]) -> Expired:
             missing = [Push(*row) for row in execute(
                 "UPDATE {t} SET state = ?, updated = ? WHERE state = ? AND started <= ? "
                 "RETURNING organization, started, amount", (MISSING, now, PENDING, deadline))]
@@ -284,11 +289,12 @@ class SQLPendingStore:
         self._writes += 1
         return self._writes % self.check_every == 0
 
-    def _excess(self, execute: Callable[..., list[tuple]], *states: str) -> int:
+    def _excess(self, execute: Callable[..., list[tuple[Any, ...]]], *states: str) -> int:
         marks = ", ".join("?" for _ in states)
-        return execute(f"SELECT count(*) FROM {{t}} WHERE state IN ({marks})", states)[0][0] - self.max_pending
+        count: int = execute(f"SELECT count(*) FROM {{t}} WHERE state IN ({marks})", states)[0][0]
+        return count - self.max_pending
 
-    def _trim(self, execute: Callable[..., list[tuple]]) -> tuple[Held, ...]:
+    def _trim(self, execute: Callable[..., list[tuple[Any, ...]]]) -> tuple[Held, ...]:
         """Keep at most ``max_pending`` resolved rows: forget the oldest; held callbacks
         forgotten that way are returned, to be counted unmatched rather than lost."""
         excess = self._excess(execute, MISSING, HELD, DONE)
@@ -316,8 +322,9 @@ class SQLPendingStore:
 
     def pending_count(self) -> int:
         """Pushes waiting for their callback, over the whole table (every worker, or host)."""
-        return self._run(lambda execute: execute("SELECT count(*) FROM {t} WHERE state = ?", (PENDING,)),
-                         write=False)[0][0]
+        count: int = self._run(lambda execute: execute("SELECT count(*) FROM {t} WHERE state = ?", (PENDING,)),
+                               write=False)[0][0]
+        return count
 
     def pending_by_organization(self) -> dict[str, int]:
         """Pending pushes per organization (for a scrape-time gauge)."""
@@ -344,22 +351,7 @@ class SQLitePendingStore(SQLPendingStore):
         self.path = path
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        # Workers starting together race to switch the file to WAL and create the
-        # table; switching needs a moment alone with the file, which busy_timeout does
-        # not cover: retry briefly (bounded).
-        for attempt in range(50):
-            try:
-                if self.path != ":memory:":
-                    conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SQLITE_SCHEMA)
-                break
-            except sqlite3.OperationalError:
-                if attempt == 49:
-                    conn.close()
-                    raise
-                time.sleep(0.02)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = open_shared(self.path, _SQLITE_SCHEMA)
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={max_bytes(self.max_pending) // page_size}")
         return conn

@@ -40,7 +40,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import tenancy
 from .auth import Credentials
@@ -241,7 +242,9 @@ class SummaryWindow:
                 room = MAX_PENDING_USERS - len(self._users)
                 self._users.update(list(users)[:max(0, room)])
 
-    def _write(self, tx: dict, users: set, prune: bool, now: float | None) -> None:
+    def _write(
+        self, tx: dict[tuple[int, str, str], list[float]], users: set[Any], prune: bool, now: float | None
+    ) -> None:
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:

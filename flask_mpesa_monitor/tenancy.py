@@ -29,7 +29,8 @@ import ipaddress
 import re
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import metrics
 from .redact import get_logger, looks_like_phone

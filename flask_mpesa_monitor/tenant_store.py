@@ -20,7 +20,10 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
+
+from .sqlite_file import open_shared
 
 FILENAME = "mpesa_monitor_organizations.sqlite"
 
@@ -53,18 +56,7 @@ class SQLiteAdmissionStore:
     def _connection(self) -> sqlite3.Connection:
         # One connection per process: a connection must not cross a fork.
         if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-            for attempt in range(50):  # workers starting together race to create the file
-                try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute(_SCHEMA)
-                    break
-                except sqlite3.OperationalError:
-                    if attempt == 49:
-                        conn.close()
-                        raise
-                    time.sleep(0.02)
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = open_shared(self.path, _SCHEMA)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
 
 from . import tenancy
-from .exposition import gzip_accepted
 from ._version import __version__
+from .exposition import gzip_accepted
 from .health import HEALTH_JSON
 from .state import get_state
 from .summary import PrometheusSummary, SummaryUnavailable
@@ -18,7 +18,7 @@ from .summary import PrometheusSummary, SummaryUnavailable
 bp = Blueprint("mpesa_monitor", __name__)
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _unauthorized() -> Response:

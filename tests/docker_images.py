@@ -78,7 +78,7 @@ def _tree_digest(path: Path) -> str:
 
 
 def _current(engine: DockerEngine, tag: str) -> str | None:
-    result = engine.docker("image", "inspect", "--format", "{{index .Config.Labels \"%s\"}}" % LABEL,
+    result = engine.docker("image", "inspect", "--format", '{{index .Config.Labels "' + LABEL + '"}}',
                            tag, check=False)
     return result.stdout.strip() if result.returncode == 0 else None
 

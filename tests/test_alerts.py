@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from metric_values import Delta
 
 from examples.demo.servers import free_port, wait_until
 from flask_mpesa_monitor import AlertLevel, MPesaMonitor
 from flask_mpesa_monitor.alerts import AlertSender, alert_name
-
-from metric_values import Delta
 
 ROOT = Path(__file__).resolve().parent.parent
 PHONE = "254712345678"

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench import (apps, bench_alert_latency, bench_health, bench_http, bench_inprocess, bench_memory,
-                   bench_scrape, run_all)
+from bench import (
+    apps,
+    bench_alert_latency,
+    bench_health,
+    bench_http,
+    bench_inprocess,
+    bench_memory,
+    bench_scrape,
+    run_all,
+)
 from bench.common import REPO_ROOT, Result, is_number, run_child
 from bench.load import parse_wrk
 

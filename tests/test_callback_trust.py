@@ -8,11 +8,10 @@ import time
 
 import pytest
 from flask import Flask
-
-from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
-
 from metric_values import Delta, value
 from test_transactions import callback
+
+from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
 
 
 @pytest.fixture

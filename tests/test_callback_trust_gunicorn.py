@@ -6,10 +6,9 @@ import signal
 
 import pytest
 import requests
+from test_transactions import callback
 
 from examples.demo.servers import GunicornServer, wait_until
-
-from test_transactions import callback
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,7 @@ def compose_config(*files: Path, env_file: Path = EXAMPLE_ENV,
                           env=_clean_env(**env), cwd=ROOT)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _merged_text(files: tuple[Path, ...], env: tuple[tuple[str, str], ...]) -> str:
     """docker-compose 1.29 takes about a second a call: each merge is done once a run."""
     result = compose_config(*files, **dict(env))

@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,7 @@ from typing import Any
 import pytest
 
 from examples.demo.docker_engine import DockerEngine
-from examples.demo.servers import (ManagedProcess, PostgresServer, RecordingHTTPServer,
-                                   SMTPSink, free_port, wait_until)
+from examples.demo.servers import ManagedProcess, PostgresServer, RecordingHTTPServer, SMTPSink, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))

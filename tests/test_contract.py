@@ -6,8 +6,13 @@ import re
 import pytest
 from flask import Flask
 
-from flask_mpesa_monitor import (MPesaMonitor, metrics, monitor_database_operation, monitor_mcp_tool,
-                                 monitor_mpesa_operation)
+from flask_mpesa_monitor import (
+    MPesaMonitor,
+    metrics,
+    monitor_database_operation,
+    monitor_mcp_tool,
+    monitor_mpesa_operation,
+)
 
 CONTRACT = {
     "mpesa_mcp_requests_total": ("counter", {"method", "endpoint", "status", "organization"}),

@@ -12,8 +12,9 @@ import smtplib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests

@@ -184,7 +184,7 @@ def wait_for_notification(stack, channels, alertname, organization=None, status=
         wait_until(all_arrived, timeout=timeout, interval=0.5, description=f"{alertname} {status} on {channels}")
     except TimeoutError:
         firing = [a["labels"] for a in stack.prometheus.alerts()]
-        raise AssertionError(f"{alertname} ({organization}) {status}: arrived {arrived}; Prometheus alerts: {firing}")
+        raise AssertionError(f"{alertname} ({organization}) {status}: arrived {arrived}; Prometheus alerts: {firing}") from None
     return arrived
 
 

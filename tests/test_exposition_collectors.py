@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from flask_mpesa_monitor import MPesaMonitor
-from flask_mpesa_monitor.exposition import ProcessRenderer, TEXT_CONTENT_TYPE
+from flask_mpesa_monitor.exposition import TEXT_CONTENT_TYPE, ProcessRenderer
 
 
 def samples(text):

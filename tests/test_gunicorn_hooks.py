@@ -8,16 +8,14 @@ line is printed once.
 
 from __future__ import annotations
 
-import sqlite3
-
 import re
+import sqlite3
 import sys
 
 import pytest
+from test_sms_relay import GUNICORN_COMMAND, africastalking, relay_env, run_relay  # noqa: F401 (fixture)
 
 from examples.demo.servers import free_port
-
-from test_sms_relay import GUNICORN_COMMAND, africastalking, run_relay, relay_env  # noqa: F401 (fixture)
 
 
 def test_star_import_gives_the_hooks_and_the_logging_config():
@@ -60,9 +58,9 @@ def test_child_exit_archives_the_dead_worker_and_drops_its_live_gauges(tmp_path,
     from types import SimpleNamespace
 
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+    from test_exposition_merge import samples, workers
 
     from flask_mpesa_monitor import gunicorn as hooks
-    from test_exposition_merge import samples, workers
 
     pid = workers(tmp_path, [1])[0]
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))

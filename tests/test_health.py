@@ -13,12 +13,11 @@ import time
 
 import pytest
 from flask import Flask
+from metric_values import value
 
 from examples.demo.servers import free_port, wait_until
 from flask_mpesa_monitor import MPesaMonitor
 from flask_mpesa_monitor.health import HealthCheck, HealthRunner
-
-from metric_values import value
 
 TOKEN = "health-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

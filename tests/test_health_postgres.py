@@ -5,11 +5,10 @@ import time
 
 import pytest
 from flask import Flask
+from metric_values import value
 
 from examples.demo.servers import wait_until
 from flask_mpesa_monitor import MPesaMonitor
-
-from metric_values import value
 
 pytestmark = pytest.mark.slow
 

@@ -2,11 +2,9 @@ import asyncio
 
 import pytest
 import requests
-
-from flask_mpesa_monitor import (MPesaMonitor, monitor_database_operation, monitor_mcp_tool,
-                                 monitor_mpesa_operation)
-
 from metric_values import Delta, value
+
+from flask_mpesa_monitor import MPesaMonitor, monitor_database_operation, monitor_mcp_tool, monitor_mpesa_operation
 
 
 def calls(operation, organization, outcome):

@@ -10,10 +10,9 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_phone_masking import SHAPES, contexts, written
 
 from flask_mpesa_monitor import MPesaMonitor
-
-from test_phone_masking import SHAPES, contexts, written
 
 pytestmark = pytest.mark.slow
 

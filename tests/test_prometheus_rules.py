@@ -113,7 +113,7 @@ def unit_test_files() -> list[Path]:
     return sorted(TESTS_DIR.glob("*.yml"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(path: Path) -> Any:
     """A committed YAML file, parsed once per run (callers only read it)."""
     return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -129,7 +129,7 @@ def all_rules() -> list[tuple[Path, str, dict[str, Any]]]:
 
 def alerts() -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for path, _group, rule in all_rules():
+    for _path, _group, rule in all_rules():
         if "alert" in rule:
             assert rule["alert"] not in found, f"{rule['alert']} is defined twice"
             found[rule["alert"]] = rule

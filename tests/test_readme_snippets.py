@@ -12,9 +12,10 @@ import asyncio
 import importlib.util
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY

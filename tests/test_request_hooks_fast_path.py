@@ -1,9 +1,9 @@
 """The request hooks' value-level fast path records what the public API would."""
 
+from metric_values import value
+
 from flask_mpesa_monitor import metrics
 from flask_mpesa_monitor.request_hooks import RequestMetrics, _fast_path
-
-from metric_values import value
 
 
 def test_request_fast_path_finds_prometheus_client_values():

@@ -1,9 +1,8 @@
 import pytest
 from flask import Flask, g
+from metric_values import Delta, value
 
 from flask_mpesa_monitor import MPesaMonitor
-
-from metric_values import Delta, value
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from metric_values import value
 
 from flask_mpesa_monitor import MPesaMonitor, security, tenancy
 from flask_mpesa_monitor.config import SETTINGS
 from flask_mpesa_monitor.state import get_state
-
-from metric_values import value
 
 TESTS = Path(__file__).resolve().parent
 

@@ -8,13 +8,18 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_phone_masking import SHAPES
+from test_sms_relay import (  # noqa: F401 - fixtures below
+    NUMBERS,
+    africastalking,  # noqa: F401 - the fake provider fixture
+    alert,
+    at_settings,
+    notification,
+    sample,
+)
 
 from flask_mpesa_monitor.sms_relay import RelaySettings, create_app
 from flask_mpesa_monitor.sms_relay.config import ConfigError
-
-from test_phone_masking import SHAPES
-from test_sms_relay import NUMBERS, alert, at_settings, notification, sample  # noqa: F401 - fixtures below
-from test_sms_relay import africastalking  # noqa: F401 - the fake provider fixture
 
 
 def refused(app, reason: str) -> float:

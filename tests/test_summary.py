@@ -6,13 +6,12 @@ import time
 
 import pytest
 from flask import Flask, request
+from metric_values import Delta
 from werkzeug.serving import make_server
 
 from examples.demo.servers import free_port
 from flask_mpesa_monitor import MPesaMonitor, metrics
 from flask_mpesa_monitor.summary import SummaryWindow, default_store_path
-
-from metric_values import Delta
 
 FIGURES = ("total_organizations", "active_users", "transactions_24h", "revenue_24h", "success_rate_24h")
 

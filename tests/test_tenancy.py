@@ -4,10 +4,9 @@ import string
 
 import pytest
 from flask import Flask
+from metric_values import Delta
 
 from flask_mpesa_monitor import MPesaMonitor, tenancy
-
-from metric_values import Delta
 
 
 @pytest.fixture

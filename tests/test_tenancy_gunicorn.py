@@ -45,7 +45,7 @@ def test_organization_bound_holds_for_the_host_across_worker_restarts(gunicorn_f
         assert len(old) == WORKERS
         for pid in old:
             os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: len(server.worker_pids()) == WORKERS and not old & set(server.worker_pids()),
+        wait_until(lambda old=old: len(server.worker_pids()) == WORKERS and not old & set(server.worker_pids()),
                    timeout=30, interval=0.1, description="gunicorn replaced every killed worker")
         attack(150)
     assert len(seen_pids) > WORKERS, "the requests never reached the restarted workers"

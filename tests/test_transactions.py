@@ -2,11 +2,10 @@ import time
 
 import pytest
 from flask import Flask
+from metric_values import Delta
 from prometheus_client.parser import text_string_to_metric_families
 
 from flask_mpesa_monitor import InvalidCallback, MPesaMonitor
-
-from metric_values import Delta, value
 
 
 def callback(checkout, code, amount=None, receipt="NLJ7RT61SV", phone=254708374149):

@@ -650,7 +650,7 @@ def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: 
         (a resolution may come before the revert: a burst that is over by itself)."""
         while time.time() < deadline:
             messages = inbox_messages(stack, since if after is None else after)
-            for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
+            for m, (_, e) in zip(measurements, expects):
                 for msg in messages:
                     if msg.get("status") == status and msg["channel"] in m.channels and about(msg, e):
                         seen = target.setdefault(index, {})
@@ -682,7 +682,7 @@ def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: 
         m.resolve_s = resolutions.get(index, {})
         log(f"  {m.fault}: {m.alert}({m.organization or '-'}) resolved {m.resolve_s} (bound {m.bound.resolve:.0f}s)")
     all_messages = inbox_messages(stack, started)
-    for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
+    for m, (_, e) in zip(measurements, expects):
         firing = [msg for msg in all_messages if msg.get("status") == "firing" and about(msg, e)]
         m.firing_count = {c: sum(1 for msg in firing if msg["channel"] == c) for c in m.channels}
     unexpected = [msg for msg in all_messages if msg.get("status") == "firing"

@@ -28,9 +28,19 @@ from typing import Any
 import yaml
 
 from examples.demo.localstack import DEPLOY, ORGANIZATIONS, REPO, render_alertmanager, render_prometheus, render_rules
-from examples.demo.servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PrometheusServer,
-                                   RecordingHTTPServer, SMTPSink, VictoriaMetricsServer, free_port, http_json,
-                                   wait_http, wait_until)
+from examples.demo.servers import (
+    AlertmanagerServer,
+    GunicornServer,
+    ManagedProcess,
+    PrometheusServer,
+    RecordingHTTPServer,
+    SMTPSink,
+    VictoriaMetricsServer,
+    free_port,
+    http_json,
+    wait_http,
+    wait_until,
+)
 
 __all__ = ["ClusteredAlertmanager", "HAStack", "render_ha_prometheus", "ha_alertmanager_flags"]
 

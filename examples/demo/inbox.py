@@ -57,9 +57,10 @@ import sys
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any, Iterable
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
@@ -220,7 +221,7 @@ class Inbox:
         now = time.time()
         message = {
             "channel": channel,
-            "received_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
+            "received_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
             "received_ts": now,
             **parse_alert_text((parse_from or text)[: 2 * MAX_TEXT_CHARS]),
             "text": text,
@@ -574,7 +575,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             return _twilio_error(21211, f"The 'To' number {mask_phone(to)} is not a valid phone number.", 400)
         _record_sms("twilio", body, [to], sender or service)
         message_sid = "SM" + secrets.token_hex(16)
-        now = format_datetime(datetime.now(timezone.utc), usegmt=False)
+        now = format_datetime(datetime.now(UTC), usegmt=False)
         uri = f"/2010-04-01/Accounts/{sid}/Messages/{message_sid}"
         return jsonify(
             {

@@ -42,8 +42,18 @@ import yaml
 
 from examples.demo.dashboards import ALERTS_PATHS, GRAPH_PATHS, TARGETS_PATHS
 from examples.demo.inbox_views import first_page
-from examples.demo.servers import (AlertmanagerServer, GunicornServer, ManagedProcess, PostgresServer,
-                                   PrometheusServer, find_pg_bin, free_port, http_json, wait_http, wait_until)
+from examples.demo.servers import (
+    AlertmanagerServer,
+    GunicornServer,
+    ManagedProcess,
+    PostgresServer,
+    PrometheusServer,
+    find_pg_bin,
+    free_port,
+    http_json,
+    wait_http,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -270,7 +280,7 @@ class LocalStack:
         self.processes.append(process)
         return process
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         self.render()
         try:
             self._start()
@@ -366,7 +376,7 @@ class LocalStack:
         self.processes.clear()
         (self.state_dir / "pids.json").unlink(missing_ok=True)
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

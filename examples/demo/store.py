@@ -8,10 +8,11 @@ makes a database outage visible at once (a pool would hide it for a while).
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
 from flask_mpesa_monitor import monitor_database_operation
 

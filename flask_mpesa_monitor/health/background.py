@@ -27,8 +27,8 @@ from ..redact import get_logger
 
 log = get_logger(__name__)
 
-_fork_aware: "weakref.WeakSet[Any]" = weakref.WeakSet()
-_exit_aware: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_fork_aware: weakref.WeakSet[Any] = weakref.WeakSet()
+_exit_aware: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def after_fork_in_child(obj: Any) -> None:
@@ -117,7 +117,7 @@ class Ticker:
             thread.join(timeout)
 
 
-def _loop(owner_ref: "weakref.ref[Any]", method: str, stop: threading.Event, wake: threading.Event) -> None:
+def _loop(owner_ref: weakref.ref[Any], method: str, stop: threading.Event, wake: threading.Event) -> None:
     while not stop.is_set():
         owner = owner_ref()
         if owner is None:

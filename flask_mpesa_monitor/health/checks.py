@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics
 from ..redact import get_logger, mask_phones
@@ -207,10 +208,10 @@ class SecurityCheck:
                 statuses.append(UNHEALTHY)
                 errors.append(error)
         if self.audit_verifier is not None:
-            tampered, error = self._run_audit_verifier()
-            if error is not None:
+            tampered, audit_error = self._run_audit_verifier()
+            if audit_error is not None:
                 statuses.append(UNHEALTHY)
-                errors.append(error)
+                errors.append(audit_error)
             else:
                 details["audit_tampered_entries"] = tampered
                 if tampered:

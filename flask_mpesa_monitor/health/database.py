@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics
 from ..redact import mask_phones

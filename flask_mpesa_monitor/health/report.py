@@ -15,9 +15,10 @@ only for an authorized caller, and even then pass through :func:`redact.redact`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from ..redact import mask_phones, redact
 from .result import DEGRADED, HEALTHY, UNHEALTHY, CheckResult
@@ -30,7 +31,7 @@ HEALTH_JSON = "application/health+json"
 
 
 def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ details, nothing at all) or raise; :func:`normalize` turns every answer into an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics
 from ..redact import get_logger
@@ -52,7 +53,7 @@ class _Job:
         self.seconds = 0.0
         self.started = time.monotonic()
 
-    def start(self) -> "_Job":
+    def start(self) -> _Job:
         thread = threading.Thread(target=self._run, name=f"mpesa-health-{self.check.name}", daemon=True)
         thread.start()
         return self
@@ -149,7 +150,7 @@ class HealthRunner:
         return report
 
     def _result(self, check: HealthCheck, job: _Job | None) -> CheckResult:
-        common = {"name": check.name, "critical": check.critical, "timeout": check.timeout,
+        common: dict[str, Any] = {"name": check.name, "critical": check.critical, "timeout": check.timeout,
                   "component_type": check.component_type}
         if job is None or not job.done.is_set() or job.outcome is None:
             error = timeout_message(check.timeout)

@@ -39,8 +39,8 @@ import hmac
 import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -173,7 +173,7 @@ class Relay:
         for number, alerts in overflow.items():
             key = tuple((a.fingerprint, a.status) for a in alerts)
             groups.setdefault(key, []).append(number)
-        for key, numbers in groups.items():
+        for numbers in groups.values():
             alerts = overflow[numbers[0]]
             text = mask_phones(format_summary([a.as_dict() for a in alerts]))
             self.messages.labels(self.provider.name, "summarized").inc(len(alerts) * len(numbers))

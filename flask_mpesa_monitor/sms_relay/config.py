@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 PROVIDERS = ("africastalking", "twilio")
 DEFAULT_BASE_URLS = {
@@ -142,7 +142,7 @@ class RelaySettings:
             raise ConfigError("SMS_RELAY_PORT must be a TCP port (1-65535).")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RelaySettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RelaySettings:
         """Read and validate the ``SMS_RELAY_*`` variables (``os.environ`` by default)."""
         env = os.environ if environ is None else environ
         provider = env.get("SMS_RELAY_PROVIDER", "").strip().lower()

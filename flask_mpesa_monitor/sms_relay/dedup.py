@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 
 def incident_key(fingerprint: str, starts_at: str, status: str, recipient: str) -> Hashable:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 SMS_LIMIT = 160
 ELLIPSIS = "..."

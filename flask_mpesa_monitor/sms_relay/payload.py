@@ -17,7 +17,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
 #: JSON nesting allowed: a notification is 4 levels deep; Python's parser recurses once
 #: per level and would hit the interpreter's recursion limit (a 500) long before a
 #: hostile body ends.

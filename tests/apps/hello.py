@@ -21,8 +21,9 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tests.apps.rendezvous import rendezvous
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+
+from tests.apps.rendezvous import rendezvous
 
 REQUESTS = Counter("hello_requests", "Requests to /count.")
 WORKER_UP = Gauge("hello_worker_up", "1 per live worker.", multiprocess_mode="livesum")

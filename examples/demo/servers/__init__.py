@@ -42,8 +42,17 @@ aiosmtpd are imported by the classes that need them.
 from .fakes import HangingTCPServer, Mail, RecordedRequest, RecordingHTTPServer, SMTPSink
 from .gunicorn import GUNICORN_CONF, GunicornServer
 from .postgres import PostgresServer, find_pg_bin
-from .process import (HOST, ManagedProcess, ServerError, free_port, http_json, http_request, log_tails, wait_http,
-                      wait_until)
+from .process import (
+                      HOST,
+                      ManagedProcess,
+                      ServerError,
+                      free_port,
+                      http_json,
+                      http_request,
+                      log_tails,
+                      wait_http,
+                      wait_until,
+)
 from .prometheus import AlertmanagerServer, PrometheusServer
 from .service import HTTPService, write_config
 from .victoriametrics import VictoriaMetricsServer

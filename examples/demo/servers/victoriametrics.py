@@ -32,8 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .process import (ManagedProcess, ServerError, free_port, http_json, http_request, wait_http,
-                      wait_until)
+from .process import ManagedProcess, ServerError, free_port, http_json, http_request, wait_http, wait_until
 
 __all__ = ["VictoriaMetricsServer"]
 
