@@ -495,7 +495,14 @@ verify() {
   probe grafana "http://127.0.0.1:$gport/api/health" || failed+=("grafana /api/health")
   probe sms-relay "http://127.0.0.1:$rport/-/healthy" || failed+=("sms-relay /-/healthy")
   probe node-exporter "http://$naddr:$nport/metrics" || failed+=("node-exporter /metrics")
-  if curl -fsS --max-time 10 "http://127.0.0.1:$eport/metrics" 2>/dev/null | grep -q '^pg_up 1'; then
+  # The exporter answers healthy before its first connection to PostgreSQL has been
+  # made: a few bounded tries before calling pg_up 0 a failure.
+  local try
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    curl -fsS --max-time 10 "http://127.0.0.1:$eport/metrics" 2>/dev/null | grep -q '^pg_up 1' && break
+    try=fail; sleep 2
+  done
+  if [ "$try" != fail ]; then
     say "   ok    postgres-exporter  pg_up 1"
   else
     say "   FAIL  postgres-exporter  pg_up is not 1 (check POSTGRES_EXPORTER_* and the password file)"
