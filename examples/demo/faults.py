@@ -650,7 +650,7 @@ def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: 
         (a resolution may come before the revert: a burst that is over by itself)."""
         while time.time() < deadline:
             messages = inbox_messages(stack, since if after is None else after)
-            for m, (_, e) in zip(measurements, expects):
+            for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
                 for msg in messages:
                     if msg.get("status") == status and msg["channel"] in m.channels and about(msg, e):
                         seen = target.setdefault(index, {})
