@@ -38,10 +38,10 @@ _COUNTING = re.compile(r"sum by \((?P<by>[^)]*)\) \(\((?P<sel>[^()]+?) unless (?
                        r" or increase\((?P=sel)\[(?P=w)\]\)\)")
 #: Label values of the synthetic series: two per label, the ones the runbooks filter on.
 VALUES = {"organization": ("acme", "unknown"), "outcome": ("provider_error", "timeout"),
-          "result": ("failure", "success"), "type": ("stk_push", "c2b"), "severity": ("high", "critical"),
+          "result": ("failure", "success"), "type": ("stk_push", "c2b", "b2c"), "severity": ("high", "critical"),
           "operation": ("stk_push", "b2c"), "check": ("database", "mpesa_api"), "ip": ("203.0.113.7",),
           "currency": ("KES",), "state": ("in_use",), "limit": ("per_minute",), "method": ("POST",),
-          "endpoint": ("payments.stk_push",), "event_type": ("cross_tenant_access", "callback_unmatched"), "label": ("endpoint",),
+          "endpoint": ("payments.stk_push",), "event_type": ("cross_tenant_access", "callback_unmatched", "invalid_callback"), "label": ("endpoint",),
           "tool": ("stk_push",), "version": ("0",), "python_version": ("3",), "alertname": ("X",),
           "channel": ("slack",)}
 STATUS = {"mpesa_mcp_requests_total": ("200", "502"), "mpesa_token_refreshes_total": ("failure", "success")}
