@@ -13,83 +13,27 @@ Example::
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 
 
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
-_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(.+?)\s*,\s*(\w+)\s*\)\s*$")
+# The dashboards read as PromQL live with the dashboards view of the local stack, which
+# shows a person the same queries these tests run.
+from examples.demo.dashboards import (  # noqa: E402
+    Query,
+    dashboard_queries,
+    iter_panels,
+    load_dashboards,
+    substitute,
+    variable_queries,
+)
 
-
-class Query(NamedTuple):
-    """One target of one panel, its Grafana variables substituted."""
-
-    dashboard: str  # the dashboard's uid
-    panel: str      # the panel's title
-    expr: str
-
-
-def substitute(expr: str, organization: str = "demo", rate_interval: str = "1m",
-               range_: str = "1h") -> str:
-    """Replace Grafana variables in ``expr``; an unknown variable is an error (a typo)."""
-    values = {"organization": organization, "__rate_interval": rate_interval,
-              "__range": range_, "__interval": rate_interval}
-
-    def replace(match: re.Match[str]) -> str:
-        name = next(g for g in match.groups() if g)
-        if name not in values:
-            raise KeyError(f"unknown Grafana variable ${name} in {expr!r}")
-        return values[name]
-
-    return _VARIABLE.sub(replace, expr)
-
-
-def load_dashboards(directory: Path = DASHBOARD_DIR) -> dict[Path, dict[str, Any]]:
-    """Every dashboard JSON file of ``directory``, parsed, by path."""
-    return {path: json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))}
-
-
-def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Panels of a dashboard, including those nested in collapsed rows."""
-    for panel in dashboard.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def dashboard_queries(organization: str = "demo", rate_interval: str = "1m",
-                      range_: str = "1h", directory: Path = DASHBOARD_DIR) -> Iterator[Query]:
-    """Every panel target of every dashboard as (dashboard uid, panel title, PromQL)."""
-    for dashboard in load_dashboards(directory).values():
-        for panel in iter_panels(dashboard):
-            for target in panel.get("targets", []):
-                if target.get("hide"):
-                    continue
-                yield Query(dashboard["uid"], panel["title"],
-                            substitute(target["expr"], organization, rate_interval, range_))
-
-
-def variable_queries(directory: Path = DASHBOARD_DIR) -> Iterator[Query]:
-    """Each ``label_values(metric, label)`` variable as the PromQL that answers it."""
-    for dashboard in load_dashboards(directory).values():
-        for variable in dashboard.get("templating", {}).get("list", []):
-            if variable.get("type") != "query":
-                continue
-            query = variable["query"]
-            text = query["query"] if isinstance(query, dict) else query
-            match = _LABEL_VALUES.match(text)
-            if not match:
-                raise ValueError(f"{dashboard['uid']}: variable {variable['name']} is not "
-                                 f"label_values(metric, label): {text!r}")
-            selector, label = match.groups()
-            yield Query(dashboard["uid"], f"${variable['name']}",
-                        f"group by ({label}) ({substitute(selector)})")
+__all__ = ["Query", "dashboard_queries", "iter_panels", "load_dashboards", "substitute", "variable_queries",
+           "metric_names", "recording_rule_names", "catalogue_series", "known_series"]
 
 
 # --- metric names in PromQL ----------------------------------------------------------
