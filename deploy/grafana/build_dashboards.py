@@ -48,7 +48,7 @@ try:
     from grafana_foundation_sdk.models import prometheus as prometheus_model
 except ImportError as exc:  # a deploy host without the test extra
     raise SystemExit(f"{exc}: install the exact build setup.cfg pins "
-                     "(pip install -e '.[test]', grafana-foundation-sdk==EPOCH!10.4.0)")
+                     "(pip install -e '.[test]', grafana-foundation-sdk==1769699379!11.6.0)") from exc
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 #: The datasource variable every panel and query uses: Grafana offers each datasource of

@@ -1,6 +1,6 @@
 """gunicorn serving a WSGI app on 127.0.0.1, with prometheus_client's multiprocess mode.
 
-psutil is imported by :meth:`GunicornServer.worker_pids` only.
+psutil is imported by :meth:`GunicornServer.worker_pids` (and its `_alive` check) only.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .process import HOST, PathLike, http_request
 from .service import HTTPService
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["GunicornServer", "GUNICORN_CONF"]
 
@@ -99,9 +103,19 @@ class GunicornServer(HTTPService):
             children = psutil.Process(self.process.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return sorted(child.pid for child in children if child.status() != psutil.STATUS_ZOMBIE)
+        return sorted(child.pid for child in children if _alive(child))
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         """GET a path; (status, body), whatever the status."""
         status, _, body = http_request("GET", self.url + path, timeout=timeout)
         return status, body
+
+
+def _alive(process: psutil.Process) -> bool:
+    """True while a child runs: a worker reaped between listing and asking is gone, not an error."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
