@@ -218,7 +218,8 @@ def run_churn(orgs: int = 100, dead: int = 100, workers: int = WORKERS, reps: in
     finally:
         shutil.rmtree(parent, ignore_errors=True)
     base = states["no dead workers"]["render_s"]
-    rows = [[state, f"{point['counter_histogram_files']:,} / {point['files']:,}", fmt(point["first_s"] * 1000, 0), fmt(point["render_s"] * 1000, 0),
+    rows = [[state, f"{point['counter_histogram_files']:,} / {point['files']:,}",
+             fmt(point["first_s"] * 1000, 0), fmt(point["render_s"] * 1000, 0),
              fmt(ratio(point["render_s"], base), 2), f"{point['lines']:,}"] for state, point in states.items()]
     archived = states[f"{dead} dead workers, archived"]["render_s"]
     result = Result(
@@ -229,13 +230,15 @@ def run_churn(orgs: int = 100, dead: int = 100, workers: int = WORKERS, reps: in
                 "under unused pids; each state rendered by a fresh process as `/metrics` does (ms: median of "
                 "the renders after the first, shown apart). Archived: each dead worker folded in by "
                 "`archive_dead_worker`, what gunicorn's `child_exit` runs."),
-        header=["state", "counter+histogram / all *.db files", "first scrape ms", "scrape ms", "× no dead workers", "lines"],
+        header=["state", "counter+histogram / all *.db files", "first scrape ms", "scrape ms", "× no dead workers",
+                "lines"],
         rows=rows,
         data={"states": states, "merge_s": merge_times, "orgs": orgs, "dead": dead},
     )
     result.notes.append(
-        f"One archive step (one dead worker folded into the archives) took {fmt(statistics.median(merge_times) * 1000, 0)} ms "
-        f"(median; max {fmt(max(merge_times) * 1000, 0)} ms), in the gunicorn master before it forks the replacement.")
+        "One archive step (one dead worker folded into the archives) took "
+        f"{fmt(statistics.median(merge_times) * 1000, 0)} ms (median; max {fmt(max(merge_times) * 1000, 0)} ms), "
+        "in the gunicorn master before it forks the replacement.")
     result.targets.append(Target(f"scrape with {dead} dead workers archived, against none", "within 1.2×",
                                  f"{fmt(ratio(archived, base), 2)}×", bool(archived <= 1.2 * base)))
     result.seconds = time.monotonic() - started
@@ -304,11 +307,13 @@ def run(orgs_list: tuple[int, ...] = (10, 100, 500, 2000), reps: int | None = No
     result.notes.append(
         "Content type negotiated with Prometheus's `Accept`: ours single process "
         f"`{points['single']['ours'][first]['content_type']}`, multiprocess "
-        f"`{points['multi']['ours'][first]['content_type']}`; plain `{points['single']['plain'][first]['content_type']}`.")
+        f"`{points['multi']['ours'][first]['content_type']}`; "
+        f"plain `{points['single']['plain'][first]['content_type']}`.")
     result.notes.append(
         "gzip -1 (what a server would use for Prometheus's `Accept-Encoding: gzip`) takes "
         + ", ".join(f"{fmt(points['multi']['ours'][str(n)]['gzip_s'] * 1000, 0)} ms at {n:,}" for n in orgs_list)
-        + " organizations and divides the bytes by about 20; `/metrics` compresses this way when the scraper sends `Accept-Encoding: gzip` (Prometheus does).")
+        + " organizations and divides the bytes by about 20; `/metrics` compresses this way when the scraper "
+          "sends `Accept-Encoding: gzip` (Prometheus does).")
     locks = sum(points["multi"]["ours"][str(n)].get("lock_errors", 0) for n in orgs_list)
     if locks:
         result.notes.append(

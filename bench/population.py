@@ -147,12 +147,14 @@ def plain_metrics() -> dict[str, Any]:
 
     return {
         "requests_total": Counter("mpesa_mcp_requests_total", "h", ["method", "endpoint", "status", "organization"]),
-        "request_duration": Histogram("mpesa_mcp_request_duration_seconds", "h", ["method", "endpoint", "organization"]),
+        "request_duration": Histogram("mpesa_mcp_request_duration_seconds", "h",
+                                      ["method", "endpoint", "organization"]),
         "in_progress": Gauge("mpesa_mcp_requests_in_progress", "h", multiprocess_mode="livesum"),
         "api_calls": Counter("mpesa_api_calls_total", "h", ["operation", "organization", "outcome"]),
         "api_duration": Histogram("mpesa_api_duration_seconds", "h", ["operation", "organization"]),
         "token_refreshes": Counter("mpesa_token_refreshes_total", "h", ["organization", "status"]),
-        "token_expiry": Gauge("mpesa_token_expiry_timestamp_seconds", "h", ["organization"], multiprocess_mode="livemax"),
+        "token_expiry": Gauge("mpesa_token_expiry_timestamp_seconds", "h", ["organization"],
+                              multiprocess_mode="livemax"),
         "quota": Gauge("mpesa_api_quota_limit", "h", ["organization"], multiprocess_mode="livemax"),
         "transactions": Counter("mpesa_transactions_total", "h", ["organization", "type", "outcome"]),
         "revenue": Counter("mpesa_revenue_total", "h", ["organization", "currency"]),

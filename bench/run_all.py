@@ -69,7 +69,8 @@ def headline(results: dict[str, Result]) -> str:
                      fmt(ratio(http["ours"]["rps"], http["bare"]["rps"]), 2), "≥ 0.9×"])
     points = _get(results, "scrape", "points")
     if points:
-        for mode, label, goal in (("single", "single process", "< 0.5 s"), ("multi", "multiprocess, 4 workers", "< 2 s")):
+        for mode, label, goal in (("single", "single process", "< 0.5 s"),
+                                  ("multi", "multiprocess, 4 workers", "< 2 s")):
             o, p = points[mode]["ours"].get("500"), points[mode]["plain"].get("500")
             if o and p:
                 rows.append([f"/metrics render, 500 orgs, {label}", f"{fmt(o['render_s'], 2)} s",
@@ -122,7 +123,8 @@ def targets_table(results: dict[str, Result]) -> str:
 
 #: Sections after this line are measured by the long benchmarks (bench_soak, the fault
 #: catalogue of bench_alert_latency), which run_all does not run: a rewrite keeps them.
-KEPT_MARKER = "<!-- kept across runs: long benchmarks (python -m bench.bench_soak, python -m bench.bench_alert_latency --catalogue) -->"
+KEPT_MARKER = ("<!-- kept across runs: long benchmarks (python -m bench.bench_soak, "
+               "python -m bench.bench_alert_latency --catalogue) -->")
 
 
 def write(results: dict[str, Result], info: dict[str, str], loads: dict[str, str], out: Path, seconds: float) -> None:

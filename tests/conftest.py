@@ -91,7 +91,8 @@ def fresh_database(postgres: PostgresServer) -> Iterator[str]:
         postgres.drop_database(name)
 
 
-def _server_factory(cls: type, tmp_path_factory: pytest.TempPathFactory, **defaults: Any) -> Iterator[Callable[..., Any]]:
+def _server_factory(cls: type, tmp_path_factory: pytest.TempPathFactory,
+                    **defaults: Any) -> Iterator[Callable[..., Any]]:
     """Yield ``make(first_arg, **kwargs)`` -> a started ``cls``; stop them all at teardown.
     Each server gets its own directory in pytest's tmp dir (its logs stay there)."""
     started: list[Any] = []

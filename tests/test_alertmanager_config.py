@@ -274,8 +274,8 @@ def delivery_stack(tmp_path, alertmanager_factory, http_recorder, smtp_without_a
                                       auth_token="relay-token"))  # as render_config's token file
     try:
         config = render_config(tmp_path, slack_url=slack.url + "/services/T0/B0/PLACEHOLDER",
-                               smtp=f"{smtp_without_auth.host}:{smtp_without_auth.port}", relay_url=relay.url + "/alerts",
-                               watchdog_url=watchdog.url + "/ping")
+                               smtp=f"{smtp_without_auth.host}:{smtp_without_auth.port}",
+                               relay_url=relay.url + "/alerts", watchdog_url=watchdog.url + "/ping")
         alertmanager = alertmanager_factory(config, extra_args=["--log.level=warn"])
         yield {"am": alertmanager, "slack": slack, "smtp": smtp_without_auth, "relay": relay,
                "provider": provider, "watchdog": watchdog}

@@ -264,7 +264,8 @@ def _deploy(engine: DockerEngine, repo: Path, *args: str, timeout: float = 420) 
            "LANG": "C.UTF-8", "DOCKER_HOST": engine.host, "PYTHONPATH": str(repo)}
     result = subprocess.run(engine.nsenter(["./deploy-monitoring.sh", *args]), cwd=repo, env=env,
                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    _say(f"deploy-monitoring.sh {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+    _say(f"deploy-monitoring.sh {' '.join(args)} -> {result.returncode}\n"
+         f"{result.stdout[-3000:]}{result.stderr[-2000:]}")
     return result
 
 

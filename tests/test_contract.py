@@ -162,4 +162,5 @@ def test_metrics_text_passes_promtool_check_metrics():
     if promtool is None:
         pytest.fail("promtool is missing: scripts/test.sh installs Debian's prometheus package")
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result.stdout + result.stderr
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
+        result.stdout + result.stderr)

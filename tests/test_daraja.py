@@ -128,7 +128,8 @@ def test_duplicate_originator_conversation_id(api, outcome):
 
 
 def test_locked_subscriber_is_the_customer_only_on_stk():
-    body = {"errorCode": "500.001.1001", "errorMessage": "Unable to lock subscriber, a transaction is already in process"}
+    body = {"errorCode": "500.001.1001",
+            "errorMessage": "Unable to lock subscriber, a transaction is already in process"}
     assert daraja.classify(body, operation="stk_push") == "customer_error"
     assert daraja.classify(body, operation="b2c") == "system_error"
     pending = {"errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"}

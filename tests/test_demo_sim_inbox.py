@@ -128,7 +128,8 @@ def push(client: Any, tok: str, **kwargs: Any) -> Any:
 
 
 def query(client: Any, tok: str, checkout_id: str) -> Any:
-    body = {"BusinessShortCode": 174379, "Password": "x", "Timestamp": "20240101120000", "CheckoutRequestID": checkout_id}
+    body = {"BusinessShortCode": 174379, "Password": "x", "Timestamp": "20240101120000",
+            "CheckoutRequestID": checkout_id}
     return client.post(QUERY, json=body, headers={"Authorization": f"Bearer {tok}"})
 
 
@@ -534,7 +535,8 @@ def test_inbox_slack_webhook_records_alertmanager_attachment(inbox):
 
 
 def test_inbox_slack_accepts_blocks_and_form_payload(inbox):
-    blocks = {"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "[RESOLVED] DatabaseDown severity=critical"}}]}
+    blocks = {"blocks": [{"type": "section",
+                          "text": {"type": "mrkdwn", "text": "[RESOLVED] DatabaseDown severity=critical"}}]}
     form = {"payload": json.dumps({"text": "RateLimitWarnings firing for organization=duka, severity: medium"})}
 
     assert inbox.post("/slack/a", json=blocks).status_code == 200
@@ -584,7 +586,8 @@ def test_inbox_africastalking_sms_answers_201_and_masks_numbers(inbox):
         "from": "ALERTS",
     }
 
-    response = inbox.post("/version1/messaging", data=form, headers={"apiKey": "placeholder", "Accept": "application/json"})
+    response = inbox.post("/version1/messaging", data=form,
+                          headers={"apiKey": "placeholder", "Accept": "application/json"})
 
     assert response.status_code == 201
     data = response.json["SMSMessageData"]
@@ -595,7 +598,8 @@ def test_inbox_africastalking_sms_answers_201_and_masks_numbers(inbox):
     (message,) = messages(inbox, "sms")
     assert message["provider"] == "africastalking"
     assert message["to"] == ["+2547******12", "+2547******13"]
-    assert (message["alertname"], message["severity"], message["organization"]) == ("MPesaAPIFailures", "critical", "jambo")
+    assert (message["alertname"], message["severity"], message["organization"]) == (
+        "MPesaAPIFailures", "critical", "jambo")
     assert "254700000012" not in inbox.get("/").get_data(as_text=True)
 
 
@@ -614,7 +618,8 @@ def test_inbox_twilio_sms_answers_201_with_message_resource(inbox):
 
     assert response.status_code == 201
     assert response.json["sid"].startswith("SM") and len(response.json["sid"]) == 34
-    assert (response.json["status"], response.json["account_sid"], response.json["to"]) == ("queued", "AC0123", form["To"])
+    assert (response.json["status"], response.json["account_sid"], response.json["to"]) == (
+        "queued", "AC0123", form["To"])
     assert refused.status_code == 401 and refused.json["code"] == 20003
     (message,) = messages(inbox, "sms")
     assert (message["provider"], message["alertname"], message["status"]) == ("twilio", "HighErrorRate", "resolved")
@@ -654,7 +659,8 @@ def test_inbox_keeps_only_the_newest_per_channel(inbox_app):
 def test_inbox_filters_and_clears(inbox):
     inbox.post("/slack/x", json={"text": "[FIRING:1] DatabaseDown"})
     inbox.post("/slack/x", json={"text": "[RESOLVED] DatabaseDown"})
-    inbox.post("/version1/messaging", data={"username": "u", "to": "+254700000012", "message": "[FIRING] HighErrorRate"},
+    inbox.post("/version1/messaging",
+               data={"username": "u", "to": "+254700000012", "message": "[FIRING] HighErrorRate"},
                headers={"apiKey": "k"})
 
     resolved = messages(inbox, "slack", status="resolved")
@@ -682,15 +688,18 @@ def test_inbox_page_lists_messages_escaped(inbox):
     ("text", "expected"),
     [
         ("[FIRING:2] MPesaAPIFailures (acme mpesa-mcp high)", ("MPesaAPIFailures", "firing", "high", None)),
-        ('alertname="TokenRefreshFailures" status: resolved organization="jambo"', ("TokenRefreshFailures", "resolved", None, "jambo")),
-        ("[FIRING] CRITICAL CrossTenantAccessAttempt org=acme", ("CrossTenantAccessAttempt", "firing", "critical", "acme")),
+        ('alertname="TokenRefreshFailures" status: resolved organization="jambo"',
+         ("TokenRefreshFailures", "resolved", None, "jambo")),
+        ("[FIRING] CRITICAL CrossTenantAccessAttempt org=acme",
+         ("CrossTenantAccessAttempt", "firing", "critical", "acme")),
         ("nothing to see here", (None, None, None, None)),
         # the project's own templates (deploy/alertmanager/templates) and SMS relay
         (
             "[FIRING:1] CRITICAL AppSideAlert (duka)\n*FIRING* something\n*Severity:* critical | *Organization:* duka",
             ("AppSideAlert", "firing", "critical", "duka"),
         ),
-        ("[RESOLVED] HIGH TransactionFailureSpike (acme): failures", ("TransactionFailureSpike", "resolved", "high", "acme")),
+        ("[RESOLVED] HIGH TransactionFailureSpike (acme): failures",
+         ("TransactionFailureSpike", "resolved", "high", "acme")),
         ("[FIRING:1] DatabaseDown (critical)", ("DatabaseDown", "firing", "critical", None)),
         ("CRITICAL AppSideAlert org=acme: cross-tenant read", ("AppSideAlert", "firing", "critical", "acme")),
         ("RESOLVED HIGH MPesaAPIFailures org=jambo: ok again", ("MPesaAPIFailures", "resolved", "high", "jambo")),
@@ -831,7 +840,8 @@ def test_traffic_without_flag_never_reads_other_tenants(stub):
 def test_traffic_stops_at_max_requests(stub):
     _, url = stub
 
-    summary = traffic.run(traffic.TrafficConfig(base_url=url, duration=30, rps=50, max_requests=5, seed=5, timeout=WAIT_S))
+    summary = traffic.run(traffic.TrafficConfig(base_url=url, duration=30, rps=50, max_requests=5, seed=5,
+                                                timeout=WAIT_S))
 
     assert sum(v for k, v in summary.actions.items() if k not in ("login", "wrong_password")) + summary.skipped == 5
 
@@ -840,7 +850,8 @@ def test_traffic_main_counts_connection_errors_and_prints_one_masked_line(capsys
     import signal
 
     before = signal.getsignal(signal.SIGTERM)
-    code = traffic.main(["--base-url", f"http://127.0.0.1:{free_port()}", "--duration", "0.3", "--rps", "20", "--timeout", "2"])
+    code = traffic.main(["--base-url", f"http://127.0.0.1:{free_port()}", "--duration", "0.3", "--rps", "20",
+                         "--timeout", "2"])
 
     out = capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) is before

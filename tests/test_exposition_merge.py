@@ -93,7 +93,8 @@ def test_a_merger_killed_mid_way_loses_and_doubles_nothing(tmp_path, step):
     expected = reference(tmp_path)
     renderer = MultiProcessRenderer(str(tmp_path))
     assert samples(renderer.render()) == expected
-    code = f"from flask_mpesa_monitor.archive import archive_dead_worker; archive_dead_worker({str(tmp_path)!r}, {pids[1]})"
+    code = ("from flask_mpesa_monitor.archive import archive_dead_worker; "
+            f"archive_dead_worker({str(tmp_path)!r}, {pids[1]})")
     env = {**os.environ, archive.CRASH_ENV: step, "PYTHONPATH": os.getcwd()}
     merger = subprocess.run([sys.executable, "-c", code], env=env, timeout=60)
     assert merger.returncode == -9  # killed at that step
@@ -122,7 +123,8 @@ def test_a_merger_killed_before_the_journal_recovered_by_the_next_merge(tmp_path
     pids = workers(tmp_path, range(2))
     kill_dead(tmp_path, pids)
     expected = reference(tmp_path)
-    code = f"from flask_mpesa_monitor.archive import archive_dead_worker; archive_dead_worker({str(tmp_path)!r}, {pids[0]})"
+    code = ("from flask_mpesa_monitor.archive import archive_dead_worker; "
+            f"archive_dead_worker({str(tmp_path)!r}, {pids[0]})")
     env = {**os.environ, archive.CRASH_ENV: "journaled", "PYTHONPATH": os.getcwd()}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == -9
     archive.archive_dead_worker(str(tmp_path), pids[1])  # recovers, then merges

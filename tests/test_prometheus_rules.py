@@ -198,7 +198,8 @@ def test_prometheus_config_check_script_fails_on_a_broken_rule(tmp_path: Path) -
     copy = _copy_prometheus_dir(tmp_path)
     app = copy / "rules" / "app.yml"
     text = app.read_text()
-    broken = text.replace(":mpesa_mcp_requests:error_ratio_rate5m > 0.05", "sum(rate(mpesa_mcp_requests_total[5m]) > 0.05")
+    broken = text.replace(":mpesa_mcp_requests:error_ratio_rate5m > 0.05",
+                          "sum(rate(mpesa_mcp_requests_total[5m]) > 0.05")
     assert broken != text
     app.write_text(broken)
     result = run(["bash", str(copy / "check-config.sh")])

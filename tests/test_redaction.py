@@ -21,11 +21,13 @@ def test_mask_phone(phone, masked):
 
 
 def test_mask_leaves_amounts_and_ids_alone():
-    assert mask_phones("amount 1500 receipt NLJ7RT61SV shortcode 174379") == "amount 1500 receipt NLJ7RT61SV shortcode 174379"
+    text = "amount 1500 receipt NLJ7RT61SV shortcode 174379"
+    assert mask_phones(text) == text
 
 
 def test_redact_mapping_masks_secrets_and_phones():
-    out = redact({"PhoneNumber": 254712345678, "Password": "pw", "nested": {"consumer_secret": "s", "msg": "0712345678"},
+    out = redact({"PhoneNumber": 254712345678, "Password": "pw",
+                  "nested": {"consumer_secret": "s", "msg": "0712345678"},
                   "dsn": "postgresql://app:hunter2@127.0.0.1/db", "note": "postgresql://app:hunter2@db/x"})
     text = repr(out)
     assert "hunter2" not in text and "pw'" not in text and not DIGITS.search(text)

@@ -96,9 +96,12 @@ def test_basic_auth_from_a_file_guards_post_alerts(tmp_path, africastalking):
     good = base64.b64encode(b"alertmanager:pw:with:colons").decode()
     bad = base64.b64encode(b"alertmanager:nope").decode()
     client = app.test_client()
-    assert client.post("/alerts", json=notification(alert()), headers={"Authorization": f"Basic {bad}"}).status_code == 401
-    assert client.post("/alerts", json=notification(alert()), headers={"Authorization": "Basic !!"}).status_code == 401
-    assert client.post("/alerts", json=notification(alert()), headers={"Authorization": f"Basic {good}"}).status_code == 200
+    assert client.post("/alerts", json=notification(alert()),
+                       headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    assert client.post("/alerts", json=notification(alert()),
+                       headers={"Authorization": "Basic !!"}).status_code == 401
+    assert client.post("/alerts", json=notification(alert()),
+                       headers={"Authorization": f"Basic {good}"}).status_code == 200
 
 
 @pytest.mark.parametrize("content", ["nocolon", ":pw", "user:"])

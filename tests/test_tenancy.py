@@ -85,7 +85,8 @@ def test_cardinality_attack_does_not_grow_metrics_beyond_the_bound(small_guard):
         if i % 2:
             client.get("/attack/" + re.sub(r"[/%? ]", "x", org) + "/pay")
         else:
-            client.get("/p/" + junk(12).replace("%", "x").replace(" ", "x").replace("/", "x"), headers={"X-Organization-ID": org})
+            client.get("/p/" + junk(12).replace("%", "x").replace(" ", "x").replace("/", "x"),
+                       headers={"X-Organization-ID": org})
     after = _series_of(client.get("/metrics").text)
     new = after - before
     orgs = {m.group(1) for s in new for m in [re.search(r'organization="([^"]*)"', s)] if m}

@@ -346,7 +346,8 @@ class HAStack:
                 events.append((request.time, "sms", body["status"]))
         for mail in self.smtp.messages:
             if alertname in mail.subject:
-                events.append((self.smtp.received_at(mail), "email", "resolved" if mail.subject.startswith("[RESOLVED]") else "firing"))
+                events.append((self.smtp.received_at(mail), "email",
+                               "resolved" if mail.subject.startswith("[RESOLVED]") else "firing"))
         return sorted(events)
 
     def notifications(self, alertname: str) -> dict[str, dict[str, int]]:

@@ -105,7 +105,8 @@ _SEVERITY_WORDS = r"(?:CRITICAL|HIGH|MEDIUM|LOW|WARNING|INFO)"
 # "[FIRING:2] CRITICAL DatabaseDown (acme)": Alertmanager titles and subjects (ours name
 # the severity before the alert; the default ones do not).
 _RE_TITLE = re.compile(
-    r"\[(FIRING|RESOLVED)(?::\d+)?\]\s*(?:" + _SEVERITY_WORDS + r"\s+)?" + _NAME + r"?(?:\s*\(([A-Za-z0-9_.-]{1,64})\))?",
+    r"\[(FIRING|RESOLVED)(?::\d+)?\]\s*(?:" + _SEVERITY_WORDS + r"\s+)?" + _NAME
+    + r"?(?:\s*\(([A-Za-z0-9_.-]{1,64})\))?",
     re.IGNORECASE,
 )
 # "RESOLVED HIGH MPesaAPIFailures org=acme: ...": the SMS relay's texts.
@@ -376,7 +377,8 @@ class _SMTPHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         try:
-            parsed = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+            parsed = email.message_from_bytes(envelope.original_content or envelope.content,
+                                              policy=email.policy.default)
             subject = str(parsed.get("Subject", ""))
             plain, rich = _email_part_text(parsed, "plain"), _email_part_text(parsed, "html")
         except Exception:  # a malformed mail is still a mail that arrived
@@ -418,7 +420,8 @@ def start_smtp(inbox: Inbox, host: str = "127.0.0.1", port: int = 2525) -> Any:
 
 
 def _twilio_error(code: int, message: str, status: int) -> tuple[Response, int]:
-    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status}
     return jsonify(body), status
 
 
@@ -472,7 +475,8 @@ def _page(inbox: Inbox, per_channel: int = 50) -> str:
             ]
             escaped = [c if i in (2, 5) else html.escape(str(c)) for i, c in enumerate(cells)]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in escaped) + "</tr>")
-        head = "<tr><th>received</th><th>alert</th><th>status</th><th>severity</th><th>organization</th><th>text</th></tr>"
+        head = ("<tr><th>received</th><th>alert</th><th>status</th><th>severity</th><th>organization</th>"
+                "<th>text</th></tr>")
         body = "".join(rows) or '<tr><td colspan="6">nothing yet</td></tr>'
         sections.append(f"<h2>{channel}</h2><table>{head}{body}</table>")
     return _PAGE.format(sections="".join(sections), nav=NAV)

@@ -29,7 +29,8 @@ pre,code{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
 nav a{margin-right:1em}.panel{border:1px solid #ddd;padding:.5em;margin:.5em 0}
 .muted{color:#666}"""
 
-NAV = '<nav><a href="/">notifications</a><a href="/dashboards">dashboards</a><a href="/alertmanager">alerts and silences</a></nav>'
+NAV = ('<nav><a href="/">notifications</a><a href="/dashboards">dashboards</a>'
+       '<a href="/alertmanager">alerts and silences</a></nav>')
 
 
 def page(title: str, body: str, refresh: int | None = None) -> str:
@@ -119,9 +120,10 @@ def dashboards_view() -> Response:
             links = []
             for expr in panel.exprs:
                 query = dashboard_files.substitute(expr, organization, settings["rate_interval"], range_)
-                links.append(f'<li><a class="graph" href="{html.escape(prometheus.graph_url(query, range_))}">graph</a> '
-                             f'<a class="table" href="{html.escape(prometheus.graph_url(query, range_, table=True))}">'
-                             f"table</a> <code>{html.escape(query)}</code></li>")
+                links.append(
+                    f'<li><a class="graph" href="{html.escape(prometheus.graph_url(query, range_))}">graph</a> '
+                    f'<a class="table" href="{html.escape(prometheus.graph_url(query, range_, table=True))}">'
+                    f"table</a> <code>{html.escape(query)}</code></li>")
             parts.append(f'<div class="panel"><h3>{html.escape(panel.title)}</h3>'
                          f'<p class="muted">{html.escape(panel.description)}</p><ul>{"".join(links)}</ul></div>')
     return Response(page("dashboards", "".join(parts)), mimetype="text/html")
@@ -157,7 +159,8 @@ def alertmanager_view() -> Response:
                    "<th>summary</th></tr>" + ("".join(rows) or '<tr><td colspan="6">no alert</td></tr>') + "</table>")
     silence_rows = []
     for silence in silences:
-        matchers = ", ".join(f'{m["name"]}{"=~" if m.get("isRegex") else "="}"{m["value"]}"' for m in silence["matchers"])
+        matchers = ", ".join(f'{m["name"]}{"=~" if m.get("isRegex") else "="}"{m["value"]}"'
+                             for m in silence["matchers"])
         silence_rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
             silence["status"]["state"], matchers, silence.get("createdBy", ""), silence.get("comment", ""),
             silence.get("endsAt", ""))) + "</tr>")

@@ -77,7 +77,8 @@ class Store:
     def pending_before(self, organization: str, before: float, limit: int = 50) -> list[str]:
         """Checkout ids of the tenant's pushes still pending since before ``before``."""
         rows = self._execute("SELECT checkout_id FROM transactions WHERE organization = ? AND status = 'pending' "
-                             "AND created_at < ? ORDER BY created_at LIMIT ?", (organization, before, limit), fetch=True)
+                             "AND created_at < ? ORDER BY created_at LIMIT ?",
+                             (organization, before, limit), fetch=True)
         return [row[0] for row in rows]
 
     @monitor_database_operation("list_transactions")

@@ -250,7 +250,8 @@ class _Runner:
             return None
 
     def _login(self, session: requests.Session, user: _User, password: str | None = None) -> requests.Response | None:
-        body = {"username": self.config.username, "password": password or self.config.password, "organization": user.org}
+        body = {"username": self.config.username, "password": password or self.config.password,
+                "organization": user.org}
         return self._send(session, user, "POST", "/login", json=body)
 
     def _log_in(self, session: requests.Session, user: _User, wrong_first: bool) -> str | None:
@@ -342,7 +343,8 @@ class _Runner:
     def run(self) -> TrafficSummary:
         config = self.config
         limit = config.max_requests if config.max_requests is not None else int(config.duration * config.rps) + 1
-        workers = [threading.Thread(target=self._worker, name=f"traffic-{i}", daemon=True) for i in range(config.concurrency)]
+        workers = [threading.Thread(target=self._worker, name=f"traffic-{i}", daemon=True)
+                   for i in range(config.concurrency)]
         for worker in workers:
             worker.start()
         start = time.monotonic()

@@ -17,7 +17,7 @@ secret.
 | SMS_RELAY_TWILIO_TOKEN_FILE | (Twilio: required) | file holding the Twilio auth token |
 | SMS_RELAY_DEDUP_SECONDS | 300 | an alert (fingerprint + status) is texted to a number once per window; 0: off |
 | SMS_RELAY_SEND_RESOLVED | false | also text resolutions |
-| SMS_RELAY_MAX_TEXTS_PER_NOTIFICATION | 5 | texts per notification and number; the rest of its alerts become one summary text |
+| SMS_RELAY_MAX_TEXTS_PER_NOTIFICATION | 5 | texts per notification and number; further alerts share one summary text |
 | SMS_RELAY_AUTH_TOKEN_FILE | unset | file holding a bearer token that ``POST /alerts`` then requires |
 | SMS_RELAY_BASIC_AUTH_FILE | unset | file holding ``user:password`` that ``POST /alerts`` then accepts (basic auth) |
 | SMS_RELAY_TIMEOUT_SECONDS | 10 | per request to the provider |

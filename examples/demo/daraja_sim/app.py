@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the simulator until Ctrl-C or SIGTERM."""
     from werkzeug.serving import make_server
 
-    parser = argparse.ArgumentParser(prog="python -m examples.demo.daraja_sim", description=sys.modules[__package__].__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.demo.daraja_sim",
+                                     description=sys.modules[__package__].__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--seed", type=int, default=None)

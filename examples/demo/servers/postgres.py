@@ -264,7 +264,8 @@ class PostgresServer:
         conn = self.admin_connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(self.user)))
+                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}")
+                            .format(sql.Identifier(name), sql.Identifier(self.user)))
         finally:
             conn.close()
         if self.stat_statements:
