@@ -12,13 +12,18 @@ import asyncio
 import importlib.util
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from flask_mpesa_monitor import get_state
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -46,9 +51,25 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def scraped(client: FlaskClient, name: str, **labels: str) -> float | None:
+    """The sample ``name{labels}`` as ``/metrics`` shows it (None when it is not there),
+    after checking that the page holds no phone number."""
+    page = client.get("/metrics").text
+    assert PHONE not in page and "0" + PHONE[3:] not in page, "a phone number reached /metrics"
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+#: The customer's number in the bodies below; it must never reach /metrics.
+PHONE = "254708374149"
+
+
 def callback_body(checkout_id: str, amount: int, code: int = 0) -> dict[str, Any]:
     items = [{"Name": "Amount", "Value": amount}, {"Name": "MpesaReceiptNumber", "Value": "NLJ7RT61SV"},
-             {"Name": "PhoneNumber", "Value": 254708374149}]
+             {"Name": "PhoneNumber", "Value": int(PHONE)}]
     return {"Body": {"stkCallback": {"MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout_id,
                                      "ResultCode": code, "ResultDesc": "The service request is processed.",
                                      "CallbackMetadata": {"Item": items}}}}
@@ -98,6 +119,113 @@ def check_callbacks(module: ModuleType) -> None:
     assert bad.status_code == 400 and bad.json["ResultCode"] == 1
 
 
+def check_reconcile(module: ModuleType) -> None:
+    app = module.create_app()
+    client, checkout = app.test_client(), "ws_CO_01122026101500003"
+    revenue = value("mpesa_revenue_total", organization="rq-acme", currency="KES")
+    assert client.post("/orgs/rq-acme/pay", json={"amount": 250}).json["CheckoutRequestID"] == checkout
+    # the callback is lost: past the callback timeout the push counts as missing
+    assert get_state(app).transactions.expire(now=time.time() + 3600) == 1
+    assert client.post(f"/orgs/rq-acme/reconcile/{checkout}").json == {"match": "recovered"}
+    assert scraped(client, "mpesa_stk_reconciled_total", organization="rq-acme", result="recovered") == 1
+    assert scraped(client, "mpesa_api_calls_total", operation="stk_query", organization="rq-acme",
+                   outcome="success") == 1
+    # the pushed amount is the revenue, once: a second query and the late callback are duplicates
+    assert client.post(f"/orgs/rq-acme/reconcile/{checkout}").json == {"match": "duplicate"}
+    with app.app_context():
+        assert module.monitor.record_stk_callback(callback_body(checkout, 250), "rq-acme").duplicate
+    assert value("mpesa_revenue_total", organization="rq-acme", currency="KES") == revenue + 250
+    assert scraped(client, "mpesa_transactions_total", organization="rq-acme", type="stk_push",
+                   outcome="success") == 1
+    assert scraped(client, "mpesa_stk_callbacks_late_total", organization="rq-acme") is None
+    assert client.post("/orgs/rq-acme/reconcile/ws_CO_never_pushed").json == {"match": "unknown"}
+
+
+def c2b_body(trans_id: str, amount: str, bill_ref: str = "INV-1001") -> dict[str, Any]:
+    return {"TransactionType": "Pay Bill", "TransID": trans_id, "TransTime": "20261201101500",
+            "TransAmount": amount, "BusinessShortCode": "600984", "BillRefNumber": bill_ref,
+            "InvoiceNumber": "", "OrgAccountBalance": "49197.00", "ThirdPartyTransID": "",
+            "MSISDN": PHONE, "FirstName": "Jane"}
+
+
+def check_c2b(module: ModuleType) -> None:
+    client = module.create_app().test_client()
+    safaricom = {"REMOTE_ADDR": "196.201.214.200"}  # in the shipped list of callback addresses
+    assert client.post("/c2b/c2b-duka/validation", json=c2b_body("SLV0000001", "700")).json["ResultCode"] == "0"
+    rejected = client.post("/c2b/c2b-duka/validation", json=c2b_body("SLV0000002", "700", bill_ref="nope"))
+    assert rejected.json["ResultCode"] == "C2B00012"
+    assert scraped(client, "mpesa_c2b_validations_total", organization="c2b-duka", shortcode="600984",
+                   result="accepted", reason="none") == 1
+    assert scraped(client, "mpesa_c2b_validations_total", organization="c2b-duka", shortcode="600984",
+                   result="rejected", reason="invalid_account") == 1
+    assert scraped(client, "mpesa_c2b_validation_duration_seconds_count", organization="c2b-duka") == 2
+    revenue = value("mpesa_revenue_total", organization="c2b-duka", currency="KES")
+    for _ in range(3):  # Daraja retries a confirmation: counted once
+        answer = client.post("/c2b/c2b-duka/confirmation", json=c2b_body("SLV0000001", "700"),
+                             environ_base=safaricom)
+        assert answer.status_code == 200 and answer.json["ResultCode"] == "0"
+    assert scraped(client, "mpesa_c2b_confirmations_total", organization="c2b-duka", shortcode="600984") == 1
+    assert value("mpesa_revenue_total", organization="c2b-duka", currency="KES") == revenue + 700
+    # from an address not in the list: counted, never revenue
+    client.post("/c2b/c2b-duka/confirmation", json=c2b_body("SLV0000003", "9000"))
+    assert value("mpesa_revenue_total", organization="c2b-duka", currency="KES") == revenue + 700
+    assert scraped(client, "mpesa_revenue_unverified_total", organization="c2b-duka", currency="KES",
+                   reason="unknown_source") == 9000
+    bad = client.post("/c2b/c2b-duka/confirmation", json=c2b_body("SLV0000004", "-5"), environ_base=safaricom)
+    assert bad.status_code == 400 and bad.json["ResultCode"] == "1"
+    assert scraped(client, "mpesa_security_events_total", event_type="invalid_callback", severity="medium",
+                   organization="c2b-duka") == 1
+
+
+def b2c_result_body(conversation: str, code: int, amount: int | None = None) -> dict[str, Any]:
+    parameters = [{"Key": "ReceiverPartyPublicName", "Value": f"{PHONE} - Jane Doe"}]
+    if amount is not None:
+        parameters += [{"Key": "TransactionAmount", "Value": amount},
+                       {"Key": "B2CUtilityAccountAvailableFunds", "Value": 98500.00}]
+    return {"Result": {"ResultType": 0, "ResultCode": code, "ResultDesc": "The service request is processed.",
+                       "OriginatorConversationID": "29112-34801843-1", "ConversationID": conversation,
+                       "TransactionID": "NLJ41HAY6Q", "ResultParameters": {"ResultParameter": parameters}}}
+
+
+def check_b2c(module: ModuleType) -> None:
+    client = module.create_app().test_client()
+    revenue = value("mpesa_revenue_total", organization="b2c-acme", currency="KES")
+    for _ in range(2):  # Daraja retries a result: counted once
+        answer = client.post("/b2c/b2c-acme/result", json=b2c_result_body("AG_20261201_01", 0, amount=1500))
+        assert answer.status_code == 200 and answer.json["ResultCode"] == 0
+    assert scraped(client, "mpesa_transactions_total", organization="b2c-acme", type="b2c", outcome="success") == 1
+    assert scraped(client, "mpesa_payouts_total", organization="b2c-acme", currency="KES") == 1500
+    assert value("mpesa_revenue_total", organization="b2c-acme", currency="KES") == revenue  # never revenue
+    assert scraped(client, "mpesa_b2c_float_balance", organization="b2c-acme", currency="KES") == 98500
+    # 2001 is the business's invalid initiator in the B2C column: a system error, no payout
+    client.post("/b2c/b2c-acme/result", json=b2c_result_body("AG_20261201_02", 2001))
+    assert scraped(client, "mpesa_transactions_total", organization="b2c-acme", type="b2c",
+                   outcome="system_error") == 1
+    timeout = {"Result": {"ResultType": 1, "ResultCode": 1, "ResultDesc": "The request timed out in the queue",
+                          "OriginatorConversationID": "29112-34801843-3", "ConversationID": "AG_20261201_03"}}
+    for _ in range(2):
+        assert client.post("/b2c/b2c-acme/timeout", json=timeout).status_code == 200
+    assert scraped(client, "mpesa_async_queue_timeouts_total", organization="b2c-acme", api="b2c") == 1
+    assert scraped(client, "mpesa_transactions_total", organization="b2c-acme", type="b2c",
+                   outcome="system_error") == 1  # a queue timeout is not a failure
+    assert client.post("/b2c/b2c-acme/result", json={"Result": {"ResultCode": 0}}).status_code == 400
+
+
+def check_helpers(module: ModuleType) -> None:
+    app = module.create_app()
+    client = app.test_client()
+    hits = value("mpesa_cache_requests_total", cache="accounts", result="hit")
+    misses = value("mpesa_cache_requests_total", cache="accounts", result="miss")
+    for _ in range(3):
+        assert client.get("/orgs/cache-acme/account").json == {"organization": "cache-acme"}
+    assert value("mpesa_cache_requests_total", cache="accounts", result="miss") == misses + 1
+    assert value("mpesa_cache_requests_total", cache="accounts", result="hit") == hits + 2
+    with app.app_context():
+        result = module.monitor.run_health_checks().results["encryption"]
+    assert result.status == "healthy" and result.details == {"round_trip": "passed"}
+    assert scraped(client, "mpesa_health_check_status", check="encryption") == 1
+
+
 def check_security(module: ModuleType) -> None:
     client = module.create_app().test_client()
     failures = value("mpesa_auth_attempts_total", organization="sec-acme", result="failure")
@@ -121,7 +249,8 @@ def check_gunicorn_config(module: ModuleType) -> None:
 
 
 CHECKS: list[Callable[[ModuleType], None]] = [
-    check_quick_start, check_resolver, check_decorators, check_callbacks, check_security, check_gunicorn_config]
+    check_quick_start, check_resolver, check_decorators, check_callbacks, check_reconcile, check_c2b, check_b2c,
+    check_helpers, check_security, check_gunicorn_config]
 
 
 def test_every_python_block_of_the_readme_has_a_check():
