@@ -46,17 +46,7 @@ def test_tools_are_the_pinned_lines(tools: current_prometheus.Tools) -> None:
     assert (major, minor) >= (0, 28), tools.amtool_version
 
 
-#: Known differences between promtool 2.42 and 3.5 not yet reconciled: each fails on 3.5
-#: and must pass on 2.42 (strict: a fix makes the mark fail, so it is removed then).
-KNOWN_ON_PROMTOOL_3 = {
-    "mpesa_flows_test.yml": "C2BConfirmationsStopped's `for:` elapses one evaluation earlier on 3.5 "
-                            "(its gradually emptying 1h window is left-open there)",
-}
-
-
-@pytest.mark.parametrize("test_file", [
-    pytest.param(path, marks=pytest.mark.xfail(reason=KNOWN_ON_PROMTOOL_3[path.name], strict=True))
-    if path.name in KNOWN_ON_PROMTOOL_3 else path for path in RULE_TESTS], ids=lambda path: path.name)
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda path: path.name)
 def test_rule_unit_tests_pass_promtool_3(tools: current_prometheus.Tools, test_file: Path) -> None:
     result = subprocess.run([str(tools.promtool), "test", "rules", test_file.name],
                             capture_output=True, text=True, timeout=300, cwd=test_file.parent)
