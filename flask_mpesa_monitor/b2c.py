@@ -72,12 +72,9 @@ def _result(payload: Any) -> Mapping[str, Any]:
 
 
 def _code(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and -(10**9) < value < 10**9:
-        return str(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in daraja.RESULT_CODES:
-            return text
+    text = daraja.parse_result_code(value)
+    if text is not None:
+        return text
     raise InvalidResult("Daraja result ResultCode must be an integer or a Daraja result code.")
 
 

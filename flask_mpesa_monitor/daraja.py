@@ -128,6 +128,19 @@ def _code(value: Any) -> str:
     return str(value).strip()
 
 
+def parse_result_code(value: Any) -> str | None:
+    """A ``ResultCode`` from a body the app received, as a string: an integer (or its
+    digits) of at most nine digits, or a code of the outcome table (``C2B00011``...);
+    None for anything else (a float, a long string, a bool), which the caller refuses."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(10**9) < value < 10**9:
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in RESULT_CODES:
+            return text
+    return None
+
+
 def classify_result_code(code: Any, operation: str | None = None) -> str:
     """Outcome of a ``ResultCode`` (callback, query or async result) on the operation's API."""
     row = RESULT_CODES.get(_code(code))

@@ -93,12 +93,9 @@ class CallbackResult:
 
 def _result_code(code: Any) -> str:
     """An int, a digit string, or a code of the outcome table; else InvalidCallback."""
-    if isinstance(code, int) and not isinstance(code, bool) and -(10**9) < code < 10**9:
-        return str(code)
-    if isinstance(code, str):
-        text = code.strip()
-        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in daraja.RESULT_CODES:
-            return text
+    text = daraja.parse_result_code(code)
+    if text is not None:
+        return text
     raise InvalidCallback("STK callback Body.stkCallback.ResultCode must be an integer or a Daraja result code.")
 
 
