@@ -145,15 +145,13 @@ class AsyncResultTracker:
         if name == "b2c" and outcome == daraja.SUCCESS:
             amount = valid_amount(params.get("TransactionAmount"), self.transactions.max_amount) or 0.0
         try:
-            new, dropped = self.transactions.store.first_seen(
-                KEY_PREFIX + conversation, org, Completion(outcome, code, amount))
-            self.transactions._unmatched(dropped)
+            new = self.transactions.first_seen(KEY_PREFIX + conversation, org, Completion(outcome, code, amount))
         except Exception:  # count it anyway: losing a result would hide a payout
             log.exception("could not check the Daraja result against the shared table")
             new = True
         if not new:
             return AsyncResult(conversation, name, outcome, code, duplicate=True)
-        self.transactions._count(org, name, outcome, 0.0, "KES")  # payouts are never revenue
+        self.transactions.count_transaction(org, name, outcome, 0.0, "KES")  # payouts are never revenue
         if amount:
             metrics.payouts_total.labels(org, "KES").inc(amount)
         balance = self._float(org, name, outcome, params)
@@ -188,10 +186,8 @@ class AsyncResultTracker:
                 originator = None
         if originator is not None:
             try:
-                new, dropped = self.transactions.store.first_seen(
-                    "qto:" + originator, org, Completion(daraja.PENDING, "queue_timeout", 0.0))
-                self.transactions._unmatched(dropped)
-                if not new:
+                if not self.transactions.first_seen(
+                        "qto:" + originator, org, Completion(daraja.PENDING, "queue_timeout", 0.0)):
                     return False
             except Exception:
                 log.exception("could not check the queue timeout against the shared table")
