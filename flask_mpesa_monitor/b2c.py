@@ -18,7 +18,6 @@ account) is set from an account balance result, or from a B2C result's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,13 +97,8 @@ def parameters(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _balance(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) and 0 <= number <= MAX_BALANCE else None
+    number = daraja.parse_number(value)
+    return number if number is not None and 0 <= number <= MAX_BALANCE else None
 
 
 def utility_balance(account_balance: Any) -> tuple[float, str] | None:

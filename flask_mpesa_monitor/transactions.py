@@ -30,7 +30,6 @@ valid success callback is then revenue, as it claims.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -123,15 +122,8 @@ def _parse_callback(payload: Any) -> tuple[Mapping[str, Any], str, str]:
 
 def valid_amount(value: Any, maximum: float) -> float | None:
     """``value`` as a finite amount in ``(0, maximum]``, or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        amount = float(value)
-    except (ValueError, OverflowError):
-        return None
-    if not math.isfinite(amount) or not 0 < amount <= maximum:
-        return None
-    return amount
+    amount = daraja.parse_number(value)
+    return amount if amount is not None and 0 < amount <= maximum else None
 
 
 def _callback_amount(callback: Mapping[str, Any], maximum: float) -> float:
