@@ -18,7 +18,6 @@ account) is set from an account balance result, or from a B2C result's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,12 +71,9 @@ def _result(payload: Any) -> Mapping[str, Any]:
 
 
 def _code(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and -(10**9) < value < 10**9:
-        return str(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in daraja.RESULT_CODES:
-            return text
+    text = daraja.parse_result_code(value)
+    if text is not None:
+        return text
     raise InvalidResult("Daraja result ResultCode must be an integer or a Daraja result code.")
 
 
@@ -101,13 +97,8 @@ def parameters(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _balance(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) and 0 <= number <= MAX_BALANCE else None
+    number = daraja.parse_number(value)
+    return number if number is not None and 0 <= number <= MAX_BALANCE else None
 
 
 def utility_balance(account_balance: Any) -> tuple[float, str] | None:
@@ -148,15 +139,13 @@ class AsyncResultTracker:
         if name == "b2c" and outcome == daraja.SUCCESS:
             amount = valid_amount(params.get("TransactionAmount"), self.transactions.max_amount) or 0.0
         try:
-            new, dropped = self.transactions.store.first_seen(
-                KEY_PREFIX + conversation, org, Completion(outcome, code, amount))
-            self.transactions._unmatched(dropped)
+            new = self.transactions.first_seen(KEY_PREFIX + conversation, org, Completion(outcome, code, amount))
         except Exception:  # count it anyway: losing a result would hide a payout
             log.exception("could not check the Daraja result against the shared table")
             new = True
         if not new:
             return AsyncResult(conversation, name, outcome, code, duplicate=True)
-        self.transactions._count(org, name, outcome, 0.0, "KES")  # payouts are never revenue
+        self.transactions.count_transaction(org, name, outcome, 0.0, "KES")  # payouts are never revenue
         if amount:
             metrics.payouts_total.labels(org, "KES").inc(amount)
         balance = self._float(org, name, outcome, params)
@@ -191,10 +180,8 @@ class AsyncResultTracker:
                 originator = None
         if originator is not None:
             try:
-                new, dropped = self.transactions.store.first_seen(
-                    "qto:" + originator, org, Completion(daraja.PENDING, "queue_timeout", 0.0))
-                self.transactions._unmatched(dropped)
-                if not new:
+                if not self.transactions.first_seen(
+                        "qto:" + originator, org, Completion(daraja.PENDING, "queue_timeout", 0.0)):
                     return False
             except Exception:
                 log.exception("could not check the queue timeout against the shared table")

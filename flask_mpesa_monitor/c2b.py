@@ -108,9 +108,7 @@ class C2BTracker:
         org = tenancy.organizations(organization)
         shortcode = tenancy.shortcodes(_text(payload, "BusinessShortCode"))
         try:
-            new, dropped = self.transactions.store.first_seen(
-                KEY_PREFIX + trans_id, org, Completion(daraja.SUCCESS, "0", amount))
-            self.transactions._unmatched(dropped)
+            new = self.transactions.first_seen(KEY_PREFIX + trans_id, org, Completion(daraja.SUCCESS, "0", amount))
         except Exception:  # count it anyway: losing a confirmation would hide a payment
             log.exception("could not check the C2B confirmation against the shared table")
             new = True
@@ -118,10 +116,10 @@ class C2BTracker:
             return ConfirmationResult(trans_id, amount, shortcode, duplicate=True)
         metrics.c2b_confirmations_total.labels(org, shortcode).inc()
         if not source_allowed:
-            self.transactions._count(org, "c2b", daraja.SUCCESS, 0.0, "KES")
-            self.transactions._unverified(org, amount, UNKNOWN_SOURCE)
+            self.transactions.count_transaction(org, "c2b", daraja.SUCCESS, 0.0, "KES")
+            self.transactions.count_unverified(org, amount, UNKNOWN_SOURCE)
             return ConfirmationResult(trans_id, amount, shortcode)
-        self.transactions._count(org, "c2b", daraja.SUCCESS, amount, "KES")
+        self.transactions.count_transaction(org, "c2b", daraja.SUCCESS, amount, "KES")
         return ConfirmationResult(trans_id, amount, shortcode, verified_amount=amount)
 
 

@@ -27,7 +27,7 @@ class StkPendingCollector:
     missing callbacks are counted even when no request comes to trigger it.
     """
 
-    def __init__(self, tracker: Any, gauge: metrics.ScrapeTimeGauge = metrics.stk_pending) -> None:
+    def __init__(self, tracker: Any, gauge: metrics.MetricSpec = metrics.stk_pending) -> None:
         self.tracker, self.gauge = tracker, gauge
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

@@ -21,6 +21,7 @@ HTTP status. Codes arrive as int or string.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,6 +127,32 @@ LOCKED_MESSAGES: tuple[tuple[str, dict[str, str]], ...] = (
 
 def _code(value: Any) -> str:
     return str(value).strip()
+
+
+def parse_result_code(value: Any) -> str | None:
+    """A ``ResultCode`` from a body the app received, as a string: an integer (or its
+    digits) of at most nine digits, or a code of the outcome table (``C2B00011``...);
+    None for anything else (a float, a long string, a bool), which the caller refuses."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(10**9) < value < 10**9:
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in RESULT_CODES:
+            return text
+    return None
+
+
+def parse_number(value: Any) -> float | None:
+    """A finite number from a body the app received: Daraja sends amounts and balances as
+    JSON numbers or as strings (``"1500.00"``); None for anything else (a bool, NaN, a
+    word), which the caller refuses or ignores. Bounds are the caller's."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def classify_result_code(code: Any, operation: str | None = None) -> str:

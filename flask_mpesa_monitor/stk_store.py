@@ -199,6 +199,12 @@ class SQLPendingStore:
         except Exception:
             pass
 
+    def close(self) -> None:
+        """Close this process's connection (the next operation opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
     # --- operations -------------------------------------------------------------
     def add(self, checkout: str, push: Push) -> Added:
         """Remember a push. A push already known is ignored; a held callback is resolved."""
@@ -356,6 +362,11 @@ class SQLitePendingStore(SQLPendingStore):
         conn.execute(f"PRAGMA max_page_count={max_bytes(self.max_pending) // page_size}")
         return conn
 
+    def drop_previous_layout(self) -> None:
+        """Drop the tables of the previous layout (one per state), if the file has them:
+        called at the first start after an upgrade (:func:`prune_on_start`)."""
+        self._connection().executescript("DROP TABLE IF EXISTS pending; DROP TABLE IF EXISTS completed;")
+
 
 class MemoryPendingStore(SQLitePendingStore):
     """One process's table: the same SQL in an in-memory SQLite database."""
@@ -470,9 +481,8 @@ def prune_on_start(directory: str | os.PathLike[str], max_age: float = START_MAX
     store = SQLitePendingStore(str(path), max_pending=1 << 20)
     try:
         removed = store.prune(max_age)
-        # Tables of the previous layout (one per state), dropped at the first start after an upgrade.
-        store._conn.executescript("DROP TABLE IF EXISTS pending; DROP TABLE IF EXISTS completed;")
-        store._conn.close()
+        store.drop_previous_layout()
+        store.close()
         return removed
     except sqlite3.Error:
         for stale in Path(directory).glob(FILE_NAME + "*"):

@@ -30,7 +30,6 @@ valid success callback is then revenue, as it claims.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -93,12 +92,9 @@ class CallbackResult:
 
 def _result_code(code: Any) -> str:
     """An int, a digit string, or a code of the outcome table; else InvalidCallback."""
-    if isinstance(code, int) and not isinstance(code, bool) and -(10**9) < code < 10**9:
-        return str(code)
-    if isinstance(code, str):
-        text = code.strip()
-        if (text.isdigit() and text.isascii() and len(text) <= 9) or text in daraja.RESULT_CODES:
-            return text
+    text = daraja.parse_result_code(code)
+    if text is not None:
+        return text
     raise InvalidCallback("STK callback Body.stkCallback.ResultCode must be an integer or a Daraja result code.")
 
 
@@ -126,15 +122,8 @@ def _parse_callback(payload: Any) -> tuple[Mapping[str, Any], str, str]:
 
 def valid_amount(value: Any, maximum: float) -> float | None:
     """``value`` as a finite amount in ``(0, maximum]``, or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        amount = float(value)
-    except (ValueError, OverflowError):
-        return None
-    if not math.isfinite(amount) or not 0 < amount <= maximum:
-        return None
-    return amount
+    amount = daraja.parse_number(value)
+    return amount if amount is not None and 0 < amount <= maximum else None
 
 
 def _callback_amount(callback: Mapping[str, Any], maximum: float) -> float:
@@ -207,7 +196,7 @@ class TransactionTracker:
             push = Push(org, added.held.arrived, pushed or 0.0)
             self._resolved(Match("matched", push), added.held.completion, added.held.organization or None, 0.0)
         self._missing(added.evicted)  # the table is full: the oldest pushes will never be matched
-        self._unmatched(added.dropped)
+        self._count_unmatched(added.dropped)
         self._expire_now_and_then()
 
     def record_stk_callback(
@@ -251,7 +240,7 @@ class TransactionTracker:
         except Exception:  # count the callback anyway: losing it would hide a payment
             log.exception("could not match the STK callback with its push")
             match = Match("unavailable")
-        self._unmatched(match.dropped)
+        self._count_unmatched(match.dropped)
         if match.kind == "duplicate":
             previous = match.previous or completion
             result = CallbackResult(checkout, previous.outcome, previous.result_code, previous.amount,
@@ -289,12 +278,12 @@ class TransactionTracker:
         if push is None:  # matching off ("unchecked") or the table unavailable
             org = tenancy.organizations(claimed)
             if match.kind == "unavailable" and self.matching:
-                self._count(org, "stk_push", outcome, 0.0, "KES")
-                self._unverified(org, money, STORE_UNAVAILABLE)
+                self.count_transaction(org, "stk_push", outcome, 0.0, "KES")
+                self.count_unverified(org, money, STORE_UNAVAILABLE)
                 return "unchecked", 0.0
             if delay is not None:
                 metrics.stk_callback_delay_seconds.labels(org).observe(delay)
-            self._count(org, "stk_push", outcome, money, "KES")
+            self.count_transaction(org, "stk_push", outcome, money, "KES")
             return "unchecked", money
         kind = match.kind
         if via == "query" and match.kind != "matched":
@@ -308,7 +297,7 @@ class TransactionTracker:
             self._event("callback_wrong_organization", claimed)
             log.warning("STK callback for organization=%s arrived for organization=%s",
                         push.organization, claimed)
-            self._unverified(claimed, money, WRONG_ORGANIZATION)
+            self.count_unverified(claimed, money, WRONG_ORGANIZATION)
             return "wrong_organization", 0.0
         verified = money
         if money and push.amount > 0 and money != push.amount:
@@ -316,10 +305,10 @@ class TransactionTracker:
             log.warning("STK callback amount %s differs from the pushed amount %s (organization=%s)",
                         money, push.amount, push.organization)
             verified = min(money, push.amount)
-            self._unverified(push.organization, money - verified, AMOUNT_MISMATCH)
+            self.count_unverified(push.organization, money - verified, AMOUNT_MISMATCH)
         if delay is not None:
             metrics.stk_callback_delay_seconds.labels(push.organization).observe(delay)
-        self._count(push.organization, "stk_push", outcome, verified, "KES")
+        self.count_transaction(push.organization, "stk_push", outcome, verified, "KES")
         return kind, verified
 
     def expire(self, now: float | None = None) -> int:
@@ -332,7 +321,7 @@ class TransactionTracker:
             log.exception("could not expire pending STK pushes")
             return 0
         self._missing(expired.missing)
-        self._unmatched(expired.unmatched)
+        self._count_unmatched(expired.unmatched)
         return len(expired.missing)
 
     @staticmethod
@@ -340,12 +329,12 @@ class TransactionTracker:
         for push in pushes:
             metrics.stk_callbacks_missing_total.labels(push.organization).inc()
 
-    def _unmatched(self, held: tuple[Held, ...] | list[Held]) -> None:
+    def _count_unmatched(self, held: tuple[Held, ...] | list[Held]) -> None:
         for callback in held:
             org = tenancy.organizations(callback.organization or None)
             self._event("callback_unmatched", callback.organization or None)
             if callback.completion.outcome == daraja.SUCCESS:
-                self._unverified(org, callback.completion.amount, UNMATCHED)
+                self.count_unverified(org, callback.completion.amount, UNMATCHED)
 
     def _event(self, event_type: str, organization: str | None) -> None:
         if self._on_security_event is not None:
@@ -353,11 +342,6 @@ class TransactionTracker:
                 self._on_security_event(event_type, CALLBACK_EVENTS[event_type], organization)
             except Exception:
                 log.exception("security event could not be counted")
-
-    @staticmethod
-    def _unverified(org: str, amount: float, reason: str, currency: str = "KES") -> None:
-        if amount > 0:
-            metrics.revenue_unverified_total.labels(org, currency, reason).inc(amount)
 
     def pending_count(self) -> int:
         return self.store.pending_count()
@@ -403,7 +387,7 @@ class TransactionTracker:
                 raise ValueError(f"amount must be a finite number between 0 and {self.max_amount:g}, got {amount!r}.")
             paid = checked
         if not self.matching:
-            self._count(org, "stk_push", outcome, paid, "KES")
+            self.count_transaction(org, "stk_push", outcome, paid, "KES")
             return CallbackResult(checkout, outcome, code, paid, match="unchecked", verified_amount=paid)
         return self.resolve(checkout, Completion(outcome, code, paid), organization, via="query")
 
@@ -450,14 +434,35 @@ class TransactionTracker:
                 self.resolve(checkout, Completion(outcome, code, checked if outcome == daraja.SUCCESS else 0.0),
                              organization)
                 return outcome
-            self._count(org, type_, outcome, 0.0, currency.upper())
+            self.count_transaction(org, type_, outcome, 0.0, currency.upper())
             if outcome == daraja.SUCCESS:
-                self._unverified(org, checked, NO_CHECKOUT_ID, currency.upper())
+                self.count_unverified(org, checked, NO_CHECKOUT_ID, currency.upper())
             return outcome
-        self._count(org, type_, outcome, checked, currency.upper())
+        self.count_transaction(org, type_, outcome, checked, currency.upper())
         return outcome
 
-    def _count(self, org: str, type_: str, outcome: str, amount: float, currency: str) -> None:
+    # --- For the other flows' trackers (c2b, b2c) ----------------------------------
+    # Their payloads are checked by their own modules; these count what they understood,
+    # with label values already bounded by tenancy, in the same series and the same
+    # shared table as STK pushes.
+    def first_seen(self, key: str, organization: str, completion: Completion) -> bool:
+        """True the first time ``key`` (a flow's prefix and its Daraja id: a C2B TransID,
+        a B2C ConversationID) is seen by any worker or host sharing the STK table; False
+        for Daraja's retries. Callbacks the table forgot to keep its bound are counted
+        as unmatched here. Raises what the table raises: the caller decides whether to
+        count the result anyway.
+
+        Example: ``tracker.first_seen("c2b:" + trans_id, org, Completion("success", "0", amount))``
+        """
+        new, dropped = self.store.first_seen(key, organization, completion)
+        self._count_unmatched(dropped)
+        return new
+
+    def count_transaction(self, org: str, type_: str, outcome: str, amount: float, currency: str = "KES") -> None:
+        """Count one transaction whose labels are bounded and amount checked already:
+        in ``mpesa_transactions_total`` and, for a successful collection (``stk_push``,
+        ``c2b``), ``amount`` in ``mpesa_revenue_total``; the transaction listener hears it
+        unless it is pending. Apps call :meth:`record_transaction`, which checks first."""
         metrics.transactions_total.labels(org, type_, outcome).inc()
         revenue = amount if outcome == daraja.SUCCESS and type_ in COLLECTION_TYPES else 0.0
         if revenue > 0:
@@ -467,3 +472,12 @@ class TransactionTracker:
                 self._on_transaction(org, type_, outcome, revenue, currency)
             except Exception:
                 log.exception("transaction listener failed")
+
+    @staticmethod
+    def count_unverified(org: str, amount: float, reason: str, currency: str = "KES") -> None:
+        """Add money that was claimed but cannot be trusted to
+        ``mpesa_revenue_unverified_total{reason}``, never to ``mpesa_revenue_total``:
+        ``reason`` is one of this module's reasons (``unmatched``, ...) or a flow's own
+        (``unknown_source`` for a C2B confirmation from outside the allowed addresses)."""
+        if amount > 0:
+            metrics.revenue_unverified_total.labels(org, currency, reason).inc(amount)

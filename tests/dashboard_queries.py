@@ -87,7 +87,7 @@ def catalogue_series() -> frozenset[str]:
 
     names = set()
     for name, metric in CATALOGUE.items():
-        if getattr(metric, "_type", "") == "histogram":
+        if metric.type == "histogram":
             names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
         else:
             names.add(name)

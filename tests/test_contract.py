@@ -67,8 +67,20 @@ def test_catalogue_is_exactly_the_contract():
     assert set(metrics.CATALOGUE) == set(CONTRACT)
     for name, (kind, labels) in CONTRACT.items():
         metric = metrics.CATALOGUE[name]
-        assert metric._type == kind, name
-        assert set(metric._labelnames) == labels, name
+        assert metric.type == kind, name
+        assert set(metric.labelnames) == labels, name
+
+
+def test_catalogue_metrics_are_what_their_specs_declare():
+    """The prometheus_client objects, read through their public ``collect()``, carry the
+    name, type and help of their catalogue row; every row but the scrape-time gauges has one."""
+    described = {}
+    for metric in metrics.client_metrics():
+        (family,) = metric.collect()
+        described[family.name + ("_total" if family.type == "counter" else "")] = (family.type, family.documentation)
+    assert described == {name: (spec.type, spec.documentation)
+                         for name, spec in metrics.CATALOGUE.items() if not spec.scrape_time}
+    assert [name for name, spec in metrics.CATALOGUE.items() if spec.scrape_time] == ["mpesa_stk_pending"]
 
 
 def _exercise_every_entry_point():

@@ -185,6 +185,22 @@ def test_c2b_and_b2c_ids_are_counted_once_across_the_workers_of_a_host(tmp_path)
     assert confirmations.change() == 1 and payouts.change() == 40
 
 
+def test_held_callback_forgotten_to_make_room_for_c2b_and_b2c_ids_is_counted_unmatched(tmp_path):
+    """The shared table keeps its bound by forgetting the oldest resolved rows: a held STK
+    callback forgotten while a C2B or B2C id is remembered still counts as unmatched."""
+    events = []
+    worker = TransactionTracker(store=SQLitePendingStore(str(tmp_path / "bound.sqlite"), max_pending=1),
+                                on_security_event=lambda kind, severity, org: events.append((kind, org)))
+    unmatched = Delta("mpesa_revenue_unverified_total", organization="bound-org", currency="KES",
+                      reason="unmatched")
+    assert worker.record_stk_callback(callback("ws_CO_bound1", 0, amount=300), "bound-org").match == "held"
+    C2BTracker(worker).record_confirmation(confirmation_body("BOUND00001", 50), "bound-org")
+    assert unmatched.change() == 300 and events == [("callback_unmatched", "bound-org")]
+    assert worker.record_stk_callback(callback("ws_CO_bound2", 0, amount=70), "bound-org").match == "held"
+    AsyncResultTracker(worker).record_result(b2c_result("AG_bound_1", 0, amount=40), "bound-org")
+    assert unmatched.change() == 370 and len(events) == 2
+
+
 # --- B2C and the other async APIs -------------------------------------------------------
 def b2c_result(conversation, code, amount=None, funds=None, desc="done"):
     parameters = []

@@ -157,7 +157,7 @@ def catalogue_series() -> set[str]:
     names: set[str] = set()
     for name, metric in metrics.CATALOGUE.items():
         names.add(name)
-        if metric._type == "histogram":  # type: ignore[attr-defined]
+        if metric.type == "histogram":
             names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
     return names
 

@@ -69,9 +69,9 @@ class Exposition:
         self.registry = CollectorRegistry()
         self.metrics = []
         for name, metric in metrics.CATALOGUE.items():
-            kind = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[metric._type]  # type: ignore[attr-defined]
+            kind = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[metric.type]
             base = name[: -len("_total")] if kind is Counter else name
-            labels = tuple(metric._labelnames)  # type: ignore[attr-defined]
+            labels = metric.labelnames
             self.metrics.append((name, kind(base, "synthetic", labels, registry=self.registry), labels))
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

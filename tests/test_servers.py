@@ -30,6 +30,7 @@ from examples.demo.servers import (
     PrometheusServer,
     RecordingHTTPServer,
     SMTPSink,
+    VictoriaMetricsServer,
     free_port,
     http_request,
     log_tails,
@@ -134,6 +135,23 @@ def test_alertmanager_accepts_an_alert_and_keeps_state_over_restart(alertmanager
     # alerts live in memory: after a restart they come back only when sent again
     assert am.alerts(labels={"marker": marker}) == []
     assert (am.storage_path / "nflog").exists() or (am.storage_path / "silences").exists(), am.log_tail()
+
+
+@pytest.mark.slow
+def test_victoriametrics_answers_queries_and_keeps_its_data_over_restart(tmp_path) -> None:
+    with VictoriaMetricsServer(base_dir=tmp_path / "vm") as vm:
+        status, _, body = http_request("POST", f"{vm.url}/api/v1/import/prometheus",
+                                       'smoke_samples{marker="vm"} 42\n')
+        assert status == 204, body
+        vm.flush()
+        assert vm.wait_for(lambda: vm.value('smoke_samples{marker="vm"}'), timeout=15) == 42.0
+        port = vm.port
+        vm.restart()
+        assert vm.port == port and vm.running
+        assert vm.wait_for(lambda: vm.value('smoke_samples{marker="vm"}'), timeout=15) == 42.0
+        assert vm.query('smoke_samples{marker="nobody"}') == []
+        assert vm.disk_bytes() > 0
+    assert not vm.running and (tmp_path / "vm").exists()  # a directory it was given is kept
 
 
 def test_hanging_tcp_accepts_and_never_answers(hanging_tcp: HangingTCPServer) -> None:

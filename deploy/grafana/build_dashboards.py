@@ -146,6 +146,21 @@ def stat(title: str, expr: str, legend: str = "", **kw: Any) -> PanelBuilder:
                  h=kw.pop("h", 5), **kw)
 
 
+def bar_gauge(title: str, expr: str, legend: str = "", **kw: Any) -> PanelBuilder:
+    """Bars of an instant query, one per series."""
+    return panel("bargauge", title, [target(expr, legend, instant=True)], **kw)
+
+
+def table_panel(title: str, expr: str, **kw: Any) -> PanelBuilder:
+    """A table of an instant query, one row per series."""
+    return panel("table", title, [target(expr, instant=True, fmt="table")], **kw)
+
+
+def none_row(label: str) -> str:
+    """Appended to a table's query: one row whose ``label`` is "(none)" when it is empty."""
+    return f' or on() label_replace(vector(0), "{label}", "(none)", "", "")'
+
+
 def datasource_variable() -> dash.DatasourceVariable:
     """``$datasource``: which Prometheus the panels ask (no uid fixed in the JSON)."""
     return (dash.DatasourceVariable(DATASOURCE_VARIABLE).label("Datasource")
@@ -377,18 +392,16 @@ def business_flows() -> list[PanelBuilder]:
                           "{{organization}}"),
                    unit="currency:KES", description="Money paid out per hour through B2C "
                    "(never revenue)."),
-        panel("bargauge", "B2C float by organization",
-              [target("sort(max by (organization) (mpesa_b2c_float_balance))" + ZERO, "{{organization}}",
-                      instant=True)],
-              unit="currency:KES", w=12, h=8, decimals=0,
-              description="Each tenant's B2C float (utility account), lowest first."),
-        panel("bargauge", "Days of payouts the float covers",
-              [target("sort(max by (organization) (mpesa_b2c_float_balance) / on (organization) "
-                      "sum by (organization) (increase(mpesa_payouts_total[1d])))" + ZERO, "{{organization}}",
-                      instant=True)],
-              unit="short", w=12, h=8, decimals=1,
-              steps=thresholds(("red", None), ("orange", 1), ("green", 3)),
-              description="Float over the last 24 hours of payouts; below 1, B2CFloatLow."),
+        bar_gauge("B2C float by organization",
+                  "sort(max by (organization) (mpesa_b2c_float_balance))" + ZERO, "{{organization}}",
+                  unit="currency:KES", decimals=0,
+                  description="Each tenant's B2C float (utility account), lowest first."),
+        bar_gauge("Days of payouts the float covers",
+                  "sort(max by (organization) (mpesa_b2c_float_balance) / on (organization) "
+                  "sum by (organization) (increase(mpesa_payouts_total[1d])))" + ZERO, "{{organization}}",
+                  unit="short", decimals=1,
+                  steps=thresholds(("red", None), ("orange", 1), ("green", 3)),
+                  description="Float over the last 24 hours of payouts; below 1, B2CFloatLow."),
     ]
 
 
@@ -434,14 +447,12 @@ def security() -> model.Dashboard:
                           "[$__rate_interval]))" + ZERO, "{{severity}} {{result}}"),
                    unit="short", description="Alerts the app pushed to Alertmanager "
                    "itself, by result."),
-        panel("table", "Suspicious IPs",
-              [target("sort_desc(topk(20, max by (ip) (mpesa_suspicious_ips > 0)))"
-                      ' or on() label_replace(vector(0), "ip", "(none)", "", "")',
-                      instant=True, fmt="table")],
-              unit="short", w=24, h=8,
-              description="Top 20 IPs by failed authentications in the last 15 minutes "
-                          "(per worker, highest). '(none)' when no IP is past the "
-                          "threshold."),
+        table_panel("Suspicious IPs",
+                    "sort_desc(topk(20, max by (ip) (mpesa_suspicious_ips > 0)))" + none_row("ip"),
+                    unit="short", w=24,
+                    description="Top 20 IPs by failed authentications in the last 15 minutes "
+                                "(per worker, highest). '(none)' when no IP is past the "
+                                "threshold."),
     ]
     return dashboard("mpesa-security", "M-Pesa MCP: Security",
                      "Authentication, tenant isolation, security events and suspicious "
@@ -471,11 +482,11 @@ def business() -> model.Dashboard:
              decimals=0, steps=thresholds(("green", None), ("orange", 1)),
              description="Organizations whose completed transactions over the last 7 "
                          "days fell below half of the 7 days before."),
-        panel("bargauge", "Revenue by organization",
-              [target('sort_desc(sum by (organization) (increase(mpesa_revenue_total'
-                      '{currency="KES"}[$__range])))', "{{organization}}", instant=True)],
-              unit="currency:KES", w=12, h=10, decimals=0,
-              description="Money collected per organization in the picked time range."),
+        bar_gauge("Revenue by organization",
+                  'sort_desc(sum by (organization) (increase(mpesa_revenue_total'
+                  '{currency="KES"}[$__range])))', "{{organization}}",
+                  unit="currency:KES", h=10, decimals=0,
+                  description="Money collected per organization in the picked time range."),
         timeseries("Transaction volume by organization",
                    target(f"sum by (organization) (rate({completed}[$__rate_interval]))"
                           " * 60", "{{organization}}"),
@@ -494,21 +505,18 @@ def business() -> model.Dashboard:
                    steps=thresholds(("green", None), ("orange", 0.8), ("red", 1)),
                    description="Requests per minute over each tenant's plan limit "
                                "(mpesa_api_quota_limit)."),
-        panel("table", "Peak transactions per minute by organization",
-              [target("sort_desc(max_over_time((sum by (organization) "
-                      f"(rate({completed}[5m])) * 60)[$__range:1m]))",
-                      instant=True, fmt="table")],
-              unit="cpm", w=12, h=8,
-              description="Highest 5-minute transaction rate of each tenant in the "
-                          "picked range: capacity planning."),
-        panel("table", "Churn indicators",
-              [target(f"sort({week} / {week_before} < 0.5)"
-                      ' or on() label_replace(vector(0), "organization", "(none)", "", "")',
-                      instant=True, fmt="table")],
-              unit="percentunit", w=12, h=8,
-              description="Tenants whose last-7-day volume is below half of the 7 days "
-                          "before; the value is that ratio. '(none)' when no tenant "
-                          "qualifies."),
+        table_panel("Peak transactions per minute by organization",
+                    "sort_desc(max_over_time((sum by (organization) "
+                    f"(rate({completed}[5m])) * 60)[$__range:1m]))",
+                    unit="cpm",
+                    description="Highest 5-minute transaction rate of each tenant in the "
+                                "picked range: capacity planning."),
+        table_panel("Churn indicators",
+                    f"sort({week} / {week_before} < 0.5)" + none_row("organization"),
+                    unit="percentunit",
+                    description="Tenants whose last-7-day volume is below half of the 7 days "
+                                "before; the value is that ratio. '(none)' when no tenant "
+                                "qualifies."),
         *business_flows(),
     ]
     return dashboard("mpesa-business", "M-Pesa MCP: Business",

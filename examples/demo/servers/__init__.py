@@ -13,16 +13,18 @@ running at interpreter exit is stopped then.
 
 One module a job:
 
-==============  ==========================================================================
-process.py      ``ManagedProcess`` (a child in its own process group), ``free_port``,
-                ``wait_until``, HTTP helpers without proxies, ``ServerError``
-service.py      ``HTTPService``: the base of every launcher of an HTTP server
-postgres.py     ``PostgresServer``: a throw-away cluster from Debian's binaries
-prometheus.py   ``PrometheusServer`` and ``AlertmanagerServer``
-gunicorn.py     ``GunicornServer`` with prometheus_client's multiprocess mode
-fakes.py        in-process fakes: ``RecordingHTTPServer`` (Slack, SMS providers, Daraja),
-                ``SMTPSink``, ``HangingTCPServer``
-==============  ==========================================================================
+====================  ========================================================================
+process.py            ``ManagedProcess`` (a child in its own process group), ``free_port``,
+                      ``wait_until``, HTTP helpers without proxies, ``ServerError``
+service.py            ``HTTPService``: the base of every launcher of an HTTP server
+postgres.py           ``PostgresServer``: a throw-away cluster from Debian's binaries
+prometheus.py         ``PrometheusServer`` and ``AlertmanagerServer``; ``PrometheusAPI``, their
+                      query helpers (VictoriaMetrics speaks the same API)
+victoriametrics.py    ``VictoriaMetricsServer``: the HA layout's long-term store
+gunicorn.py           ``GunicornServer`` with prometheus_client's multiprocess mode
+fakes.py              in-process fakes: ``RecordingHTTPServer`` (Slack, SMS providers, Daraja),
+                      ``SMTPSink``, ``HangingTCPServer``
+====================  ========================================================================
 
 Adding a launcher: a new module here with one class, built on ``HTTPService`` for an HTTP
 server (override ``name``, ``ready_path``, ``_argv()``) or on ``ManagedProcess``
@@ -53,7 +55,7 @@ from .process import (
                       wait_http,
                       wait_until,
 )
-from .prometheus import AlertmanagerServer, PrometheusServer
+from .prometheus import AlertmanagerServer, PrometheusAPI, PrometheusServer
 from .service import HTTPService, write_config
 from .victoriametrics import VictoriaMetricsServer
 
@@ -75,6 +77,7 @@ __all__ = [
     "PostgresServer",
     "find_pg_bin",
     # prometheus
+    "PrometheusAPI",
     "PrometheusServer",
     "AlertmanagerServer",
     # gunicorn

@@ -19,10 +19,42 @@ from typing import Any
 from .process import HOST, PathLike, ServerError, http_json
 from .service import HTTPService, write_config
 
-__all__ = ["PrometheusServer", "AlertmanagerServer"]
+__all__ = ["PrometheusAPI", "PrometheusServer", "AlertmanagerServer"]
 
 
-class PrometheusServer(HTTPService):
+class PrometheusAPI:
+    """Prometheus' query API helpers, for any server at ``url`` that speaks it (Prometheus
+    itself, VictoriaMetrics); ``api_name`` names the server in errors."""
+
+    api_name = "Prometheus"
+    url: str
+
+    def api(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET ``/api/v1/<path>`` and return its ``data`` (raises ServerError on an error)."""
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        reply = http_json("GET", f"{self.url}/api/v1/{path.lstrip('/')}{query}")
+        if reply.get("status") != "success":
+            raise ServerError(f"{self.api_name} /api/v1/{path} failed: {reply}")
+        return reply["data"]
+
+    def query(self, expr: str, time: float | None = None) -> list[dict[str, Any]]:
+        """An instant query; the ``result`` list (``[{"metric": {...}, "value": [ts, "v"]}]``)."""
+        params: dict[str, Any] = {"query": expr}
+        if time is not None:
+            params["time"] = time
+        return self.api("query", params)["result"]
+
+    def value(self, expr: str, time: float | None = None) -> float | None:
+        """The single value of an instant vector query, or None when it is empty."""
+        result = self.query(expr, time)
+        if not result:
+            return None
+        if len(result) > 1:
+            raise ServerError(f"{expr!r} returned {len(result)} series, expected at most one: {result}")
+        return float(result[0]["value"][1])
+
+
+class PrometheusServer(PrometheusAPI, HTTPService):
     """Debian's ``prometheus`` on 127.0.0.1 with a config written into ``base_dir``.
 
     ``config`` is the YAML text, a mapping, or a ``pathlib.Path`` to copy. Relative
@@ -83,31 +115,7 @@ class PrometheusServer(HTTPService):
             *self.extra_args,
         ]
 
-    # -- API
-    def api(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        """GET ``/api/v1/<path>`` and return its ``data`` (raises ServerError on an error)."""
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        reply = http_json("GET", f"{self.url}/api/v1/{path.lstrip('/')}{query}")
-        if reply.get("status") != "success":
-            raise ServerError(f"Prometheus /api/v1/{path} failed: {reply}")
-        return reply["data"]
-
-    def query(self, expr: str, time: float | None = None) -> list[dict[str, Any]]:
-        """An instant query; the ``result`` list (``[{"metric": {...}, "value": [ts, "v"]}]``)."""
-        params: dict[str, Any] = {"query": expr}
-        if time is not None:
-            params["time"] = time
-        return self.api("query", params)["result"]
-
-    def value(self, expr: str) -> float | None:
-        """The single value of an instant vector query, or None when it is empty."""
-        result = self.query(expr)
-        if not result:
-            return None
-        if len(result) > 1:
-            raise ServerError(f"{expr!r} returned {len(result)} series, expected at most one: {result}")
-        return float(result[0]["value"][1])
-
+    # -- API (and the query helpers of PrometheusAPI)
     def alerts(self) -> list[dict[str, Any]]:
         """``/api/v1/alerts``: every pending and firing alert."""
         return self.api("alerts")["alerts"]

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from .process import HOST, ManagedProcess, PathLike, file_tail, free_port, wait_http, wait_until
 
@@ -62,7 +62,7 @@ class HTTPService:
     def _before_start(self) -> None:
         """Hook: prepare files before each start."""
 
-    def start(self) -> HTTPService:
+    def start(self) -> Self:
         """Start and wait until ready; raises ServerError with the log when it is not."""
         if self.running:
             return self
@@ -101,7 +101,7 @@ class HTTPService:
         if self.process is not None:
             self.process.kill()
 
-    def restart(self) -> HTTPService:
+    def restart(self) -> Self:
         """Stop and start again on the same port with the same files."""
         self.stop()
         return self.start()
@@ -124,7 +124,7 @@ class HTTPService:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
