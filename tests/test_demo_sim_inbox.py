@@ -6,6 +6,7 @@ a socket (callbacks, mail, traffic); Flask's test client for request/answer shap
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import re
 import smtplib
@@ -676,6 +677,21 @@ def test_inbox_page_lists_messages_escaped(inbox):
     assert "HighErrorRate" in page
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_inbox_dashboards_view_selects_the_job_it_was_given():
+    """``$job`` becomes the local stack's scrape job in every graph link, never a fixed one."""
+    from urllib.parse import parse_qs, urlsplit
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing answers: links fall back to a guessed page
+    client = create_inbox({"prometheus_url": closed, "job": "shop-api"}).test_client()
+
+    page = client.get("/dashboards").get_data(as_text=True)
+
+    links = re.findall(r'<a class="graph" href="([^"]+)"', page)
+    exprs = [parse_qs(urlsplit(html.unescape(link)).query)["g0.expr"][0] for link in links]
+    assert 'sum(up{job="shop-api"}) or on() vector(0)' in exprs
+    assert not [e for e in exprs if "$" in e or "mpesa-mcp" in e]
 
 
 @pytest.mark.parametrize(

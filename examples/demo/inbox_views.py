@@ -111,14 +111,16 @@ def dashboards_view() -> Response:
     parts = [f'<form method="get">organization (<code>$organization</code>): <select name="organization" '
              f'onchange="this.form.submit()">{options}</select> <noscript><button>show</button></noscript></form>',
              f'<p class="muted">Grafana variables substituted: <code>$__rate_interval</code> = '
-             f'{html.escape(settings["rate_interval"])}, <code>$__range</code> = {html.escape(range_)}. '
+             f'{html.escape(settings["rate_interval"])}, <code>$__range</code> = {html.escape(range_)}, '
+             f'<code>$job</code> = {html.escape(settings["job"])}. '
              f'Links open Prometheus at {html.escape(prometheus.url)}.</p>']
     for board in boards:
         parts.append(f'<h2 id="{html.escape(board.uid)}">{html.escape(board.title)}</h2>')
         for panel in board.panels:
             links = []
             for expr in panel.exprs:
-                query = dashboard_files.substitute(expr, organization, settings["rate_interval"], range_)
+                query = dashboard_files.substitute(expr, organization, settings["rate_interval"], range_,
+                                                   job=settings["job"])
                 links.append(f'<li><a class="graph" href="{html.escape(prometheus.graph_url(query, range_))}">graph</a> '
                              f'<a class="table" href="{html.escape(prometheus.graph_url(query, range_, table=True))}">'
                              f"table</a> <code>{html.escape(query)}</code></li>")
@@ -171,11 +173,14 @@ def alertmanager_view() -> Response:
 
 
 def init_views(app: Any, *, prometheus_url: str | None = None, alertmanager_url: str | None = None,
-               organizations: tuple[str, ...] = (), rate_interval: str = "1m", range_: str = "1h") -> None:
-    """Register the dashboards and Alertmanager pages on the inbox app."""
+               organizations: tuple[str, ...] = (), rate_interval: str = "1m", range_: str = "1h",
+               job: str = dashboard_files.DEFAULT_JOB) -> None:
+    """Register the dashboards and Alertmanager pages on the inbox app; ``job`` is the
+    app's scrape job in the Prometheus the links open (the dashboards' ``$job``)."""
     app.extensions["demo_inbox_views"] = {
         "prometheus": PrometheusPages(prometheus_url) if prometheus_url else None,
         "alertmanager_url": alertmanager_url.rstrip("/") if alertmanager_url else None,
         "organizations": tuple(organizations), "rate_interval": rate_interval, "range": range_,
+        "job": job,
     }
     app.register_blueprint(blueprint)

@@ -93,6 +93,9 @@ def _load_render() -> Any:
 render = _load_render()
 #: Every rule duration is divided by this in fast mode (15 s scrapes -> 1 s).
 FAST_FACTOR: int = render.FAST_FACTOR
+#: The app's scrape job here: the committed prometheus.yml's, which the rules select and
+#: the dashboards view substitutes for ``$job``.
+APP_JOB: str = render.DEFAULT_JOB
 
 
 def postgres_base_dir(state_dir: Path) -> Path | None:
@@ -140,7 +143,7 @@ def render_prometheus(ports: dict[str, int], rules_dir: Path, token_file: Path, 
     config["rule_files"] = [str(rules_dir / "*.yml")]
     for alertmanagers in config["alerting"]["alertmanagers"]:
         alertmanagers["static_configs"] = [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]
-    local_targets = {"mpesa-mcp": ports["app"], "prometheus": ports["prometheus"],
+    local_targets = {APP_JOB: ports["app"], "prometheus": ports["prometheus"],
                      "alertmanager": ports["alertmanager"], "sms-relay": ports["relay"]}
     jobs = []
     for job in config["scrape_configs"]:
@@ -305,7 +308,7 @@ class LocalStack:
                                   "--smtp-port", str(self.ports["smtp"]), "--prometheus-url", self.url("prometheus"),
                                   "--alertmanager-url", self.url("alertmanager"),
                                   "--organizations", self.app_env.get("DEMO_ORGANIZATIONS", ",".join(ORGANIZATIONS)),
-                                  *quiet)
+                                  "--job", APP_JOB, *quiet)
         self.relay = self._python("sms-relay", "flask_mpesa_monitor.sms_relay", env={
             "SMS_RELAY_PROVIDER": "africastalking", "SMS_RELAY_RECIPIENTS": "+254700000001,+254700000002",
             "SMS_RELAY_BASE_URL": self.url("inbox"), "SMS_RELAY_AT_USERNAME": "sandbox",
@@ -358,7 +361,7 @@ class LocalStack:
         assert self.prometheus is not None
 
         def ready() -> bool:
-            if self.prometheus.value('min(up{job="mpesa-mcp"})') != 1:
+            if self.prometheus.value(f'min(up{{job="{APP_JOB}"}})') != 1:
                 return False
             return not any(a["labels"].get("alertname") == "MPesaMCPDown" for a in self.prometheus.alerts())
 
