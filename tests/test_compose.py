@@ -480,9 +480,10 @@ def auth_prometheus_factory(tmp_path_factory: pytest.TempPathFactory
 
 
 def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer],
-                app_status: int) -> tuple[subprocess.CompletedProcess[str], RecordingHTTPServer,
-                                          RecordingHTTPServer, Path]:
-    """A full default run: refusal check, --check, render, (fake) up, verify."""
+                app_status: int, **settings: str) -> tuple[subprocess.CompletedProcess[str], RecordingHTTPServer,
+                                                           RecordingHTTPServer, Path]:
+    """A full default run: refusal check, --check, render, (fake) up, verify; ``settings``
+    override the example file's."""
     repo = _copy_repo(tmp_path)
     _write_secrets(repo)
     bin_dir, log = _fake_docker(tmp_path)
@@ -499,14 +500,14 @@ def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer
                     PROMETHEUS_PORT=port, ALERTMANAGER_PORT=port, GRAFANA_PORT=port,
                     SMS_RELAY_PORT=port, NODE_EXPORTER_PORT=port,
                     NODE_EXPORTER_LISTEN_ADDRESS="127.0.0.1",
-                    POSTGRES_EXPORTER_PORT=port, MONITORING_VERIFY_TIMEOUT="10")
+                    POSTGRES_EXPORTER_PORT=port, MONITORING_VERIFY_TIMEOUT="10", **settings)
     result = run_script(repo, "--env-file", str(env), bin_dir=bin_dir)
     return result, services, app, log
 
 
 def test_deploy_verifies_services_and_the_app_on_its_own_port(
         tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer]) -> None:
-    result, services, app, log = _verify_run(tmp_path, http_recorder, 200)
+    result, services, app, log = _verify_run(tmp_path, http_recorder, 200, MPESA_APP_JOB="payments-api")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "== all checks passed" in result.stdout
     assert "the monitoring stack is up and verified" in result.stdout
@@ -521,7 +522,22 @@ def test_deploy_verifies_services_and_the_app_on_its_own_port(
         assert services.received(path), path
     query = services.received("/api/v1/query")[0]
     assert query.headers["authorization"].startswith("Basic ")
+    # The app's targets are counted under the job the settings name (MPESA_APP_JOB).
+    assert query.form()["query"] == 'sum(up{job="payments-api"} == 1)', query.text
+    assert "Prometheus scrapes the app (job payments-api)" in result.stdout
     assert "s3cret" not in " ".join(calls.split("\n")), "a secret on a command line"
+
+
+def test_deploy_asks_prometheus_about_the_job_the_render_uses() -> None:
+    """deploy-monitoring.sh's checks count targets of MPESA_APP_JOB; unset, of the same
+    default job deploy/render.py writes into prometheus.yml and the rules, and no check
+    names a job of its own."""
+    from examples.demo.localstack import render
+
+    text = SCRIPT.read_text()
+    assert re.findall(r"""printf '%s' "\$\{job:-([^}]+)\}\"""", text) == [render.DEFAULT_JOB]
+    assert re.findall(r'\{job=\\?"([^"\\]*)', text) == ["$job", "$(app_job)"]  # PromQL matchers
+    assert EXAMPLE_ENV.read_text().count(f"MPESA_APP_JOB={render.DEFAULT_JOB}\n") == 1
 
 
 def test_deploy_verify_fails_when_the_app_is_unhealthy(
