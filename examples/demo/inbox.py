@@ -24,6 +24,8 @@ HTTP endpoints::
     GET  /api/stats                              counts per channel, SMS failures
     GET  /dashboards                             every Grafana panel with a link to its
                                                  query on Prometheus' graph page
+    GET  /runbooks                               docs/runbooks.md, a #<alertname> anchor per
+                                                 section (where the local stack's alerts link)
     GET  /alertmanager                           Alertmanager's current alerts and silences
     GET|POST /sms/fail                           make the SMS provider fail:
                                                  {"enabled": true, "status": 503, "count": 2}
