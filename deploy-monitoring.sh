@@ -182,6 +182,11 @@ check_settings() {
         problems+=("invalid target '$target' in MPESA_APP_TARGETS: use host:port")
     done
   fi
+  # Every alert's runbook_url is this page plus "#<alertname in lower case>".
+  value="$(setting MPESA_RUNBOOK_URL)"
+  if [ -n "$value" ] && ! [[ "$value" =~ ^https?://[^[:space:]#]+$ ]]; then
+    problems+=("invalid setting MPESA_RUNBOOK_URL=$value: the http(s) page of the runbooks, without a #fragment (each alert appends #<alertname>), or empty")
+  fi
   value="$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)"
   if [ -n "$value" ] && [ "$value" != true ] && [ "$value" != false ]; then
     problems+=("invalid setting ALERTMANAGER_SMTP_REQUIRE_TLS=$value: true or false")
@@ -550,6 +555,18 @@ verify() {
   else
     say "   FAIL  $up_count/$want targets up (see Status > Targets in Prometheus)"
     failed+=("Prometheus scrapes $up_count of $want app targets")
+  fi
+
+  # Not a failure: the page may sit behind a login this host does not have.
+  say "== the runbooks every alert links"
+  local runbooks
+  runbooks="$(setting MPESA_RUNBOOK_URL)"
+  if [ -z "$runbooks" ]; then
+    say "   WARN  MPESA_RUNBOOK_URL is empty: alerts link docs/runbooks.md of this checkout (file://), which opens on this host only"
+  elif curl -fsS --max-time 5 -o /dev/null "$runbooks"; then
+    say "   ok    runbooks  $runbooks"
+  else
+    say "   WARN  runbooks  $runbooks does not answer from this host: check that the alerts' runbook links open"
   fi
 
   if [ "$HA" = 1 ]; then ha_verify; fi
