@@ -126,6 +126,14 @@ setting() {
 
 secret_path() { printf '%s/%s' "$SECRETS_DIR" "$1"; }
 
+# The app's scrape job (MPESA_APP_JOB; empty: deploy/render.py's DEFAULT_JOB), which the
+# rendered prometheus.yml and rules use: the checks below ask Prometheus about that job.
+app_job() {
+  local job
+  job="$(setting MPESA_APP_JOB)"
+  printf '%s' "${job:-mpesa-mcp}"
+}
+
 # Print every problem with the settings and secret files, one a line; return 1 if any.
 check_settings() {
   local problems=() name value target
@@ -173,6 +181,11 @@ check_settings() {
       split_host_port "$target" >/dev/null ||
         problems+=("invalid target '$target' in MPESA_APP_TARGETS: use host:port")
     done
+  fi
+  # Every alert's runbook_url is this page plus "#<alertname in lower case>".
+  value="$(setting MPESA_RUNBOOK_URL)"
+  if [ -n "$value" ] && ! [[ "$value" =~ ^https?://[^[:space:]#]+$ ]]; then
+    problems+=("invalid setting MPESA_RUNBOOK_URL=$value: the http(s) page of the runbooks, without a #fragment (each alert appends #<alertname>), or empty")
   fi
   value="$(setting ALERTMANAGER_SMTP_REQUIRE_TLS)"
   if [ -n "$value" ] && [ "$value" != true ] && [ "$value" != false ]; then
@@ -524,12 +537,14 @@ verify() {
     probe "app $target" "$scheme://$hostport/health" || failed+=("app $target /health")
   done
 
-  say "== Prometheus scrapes the app (job mpesa-mcp)"
+  local job
+  job="$(app_job)"
+  say "== Prometheus scrapes the app (job $job)"
   local up_count=0 want=0 answer
   for target in "${targets[@]}"; do [ -n "${target//[[:space:]]/}" ] && want=$((want + 1)); done
   while :; do
     answer="$(prometheus_curl "http://127.0.0.1:$pport/api/v1/query" \
-      --data-urlencode 'query=sum(up{job="mpesa-mcp"} == 1)' 2>/dev/null || true)"
+      --data-urlencode "query=sum(up{job=\"$job\"} == 1)" 2>/dev/null || true)"
     up_count="$(printf '%s' "$answer" | python3 deploy/render.py query-value)"
     [ "$up_count" -ge "$want" ] && break
     [ $SECONDS -ge $deadline ] && break
@@ -540,6 +555,18 @@ verify() {
   else
     say "   FAIL  $up_count/$want targets up (see Status > Targets in Prometheus)"
     failed+=("Prometheus scrapes $up_count of $want app targets")
+  fi
+
+  # Not a failure: the page may sit behind a login this host does not have.
+  say "== the runbooks every alert links"
+  local runbooks
+  runbooks="$(setting MPESA_RUNBOOK_URL)"
+  if [ -z "$runbooks" ]; then
+    say "   WARN  MPESA_RUNBOOK_URL is empty: alerts link docs/runbooks.md of this checkout (file://), which opens on this host only"
+  elif curl -fsS --max-time 5 -o /dev/null "$runbooks"; then
+    say "   ok    runbooks  $runbooks"
+  else
+    say "   WARN  runbooks  $runbooks does not answer from this host: check that the alerts' runbook links open"
   fi
 
   if [ "$HA" = 1 ]; then ha_verify; fi
@@ -626,7 +653,7 @@ except Exception:
   done
   # -search.latencyOffset hides the newest 30 s: ask about a minute ago.
   answer="$(curl -fsS --max-time 5 "http://127.0.0.1:$vmport/api/v1/query" \
-    --data-urlencode 'query=count(up{job="mpesa-mcp"})' \
+    --data-urlencode "query=count(up{job=\"$(app_job)\"})" \
     --data-urlencode "time=$(( $(date +%s) - 60 ))" 2>/dev/null || true)"
   if printf '%s' "$answer" | grep -q '"result":\[{'; then
     say "   ok    victoria-metrics has the app's samples (remote_write works)"

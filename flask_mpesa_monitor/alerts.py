@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import metrics, tenancy
-from .config import DEFAULT_RUNBOOK_URL
 from .health.background import Ticker, after_fork_in_child, at_exit
 from .phones import phone_spans
 from .redact import get_logger, mask_phones, redact
@@ -123,6 +122,8 @@ class AlertSender:
     :param urls: Alertmanager base URLs (``http://host:9093``); empty: log only.
     :param queue_size: alerts waiting at most; more are dropped and counted.
     :param timeout: seconds per HTTP attempt.
+    :param runbook_url: runbook page; each alert links ``<page>#<alertname in lower case>``
+        (None: no runbook link).
     :param resolve_after: ``endsAt`` = now + this; also how long an alert is retried.
     """
 
@@ -133,7 +134,7 @@ class AlertSender:
         queue_size: int = 1000,
         timeout: float = 2.0,
         dashboard_url: str | None = None,
-        runbook_url: str = DEFAULT_RUNBOOK_URL,
+        runbook_url: str | None = None,
         resolve_after: float = 300.0,
         backoff_base: float = 0.5,
         backoff_max: float = 10.0,
@@ -190,11 +191,9 @@ class AlertSender:
         labels = {"alertname": name, "severity": level.value, "service": SERVICE, "source": "app"}
         if organization is not None:
             labels["organization"] = tenancy.organizations(organization)
-        notes = {
-            "summary": mask_phones(str(title)),
-            "description": mask_phones(str(message)),
-            "runbook_url": f"{self.runbook_url}#{name.lower()}",
-        }
+        notes = {"summary": mask_phones(str(title)), "description": mask_phones(str(message))}
+        if self.runbook_url:
+            notes["runbook_url"] = f"{self.runbook_url}#{name.lower()}"
         if details:
             details = dict(details) if isinstance(details, Mapping) else {"details": details}
             notes["details"] = mask_phones(json.dumps(redact(details), sort_keys=True, default=str))

@@ -36,8 +36,6 @@ from .security import MAX_FAILURES_PER_IP, SAFARICOM_CALLBACK_IPS
 PREFIX = "MPESA_MONITOR_"
 
 DEFAULT_EXCLUDED_PATHS = ("/metrics", "/metrics/summary", "/health", "/health/detailed")
-#: The runbook page of the alert rules in deploy/prometheus/rules (same pattern).
-DEFAULT_RUNBOOK_URL = "https://github.com/flask-mpesa-monitor/flask-mpesa-monitor/blob/main/docs/runbooks.md"
 
 #: Upper bound of every timeout, interval and window: past a day a value is a mistake
 #: (``1e308`` overflows the timers that use it).
@@ -139,11 +137,12 @@ def _url(value: Any) -> str | None:
     return str(value).rstrip("/")
 
 
-def _page_url(value: Any) -> str:
-    """A page that ``#<anchor>`` is appended to: http(s), no fragment of its own (empty:
-    the default page)."""
-    url = _url(value) if value not in (None, "") else DEFAULT_RUNBOOK_URL
-    if url is None or "#" in url:
+def _page_url(value: Any) -> str | None:
+    """A page that ``#<anchor>`` is appended to: http(s), no fragment of its own; empty:
+    none. There is no default page: the package cannot know where an installation serves
+    its runbooks, and a link to a page that does not answer is worse than no link."""
+    url = _url(value)
+    if url is not None and "#" in url:
         raise ValueError("must be one http(s) URL without a '#fragment'")
     return url
 
@@ -428,9 +427,10 @@ class MonitorConfig:
         2.0, _seconds, "Seconds per HTTP attempt when posting an alert to Alertmanager.")
     dashboard_url: str | None = setting(
         None, _url, "Grafana base URL used in alert annotations.")
-    runbook_url: str = setting(
-        DEFAULT_RUNBOOK_URL, _page_url,
-        "Runbook page of app-side alerts; `runbook_url` is this plus `#<alertname in lower case>`.")
+    runbook_url: str | None = setting(
+        None, _page_url,
+        "Runbook page of app-side alerts: their `runbook_url` is this plus `#<alertname in lower case>`. "
+        "Unset: no runbook link. Point it where the runbooks are served (`MPESA_RUNBOOK_URL` of the rules).")
 
     @classmethod
     def from_mapping(cls, config: dict[str, Any]) -> MonitorConfig:

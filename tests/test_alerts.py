@@ -59,7 +59,8 @@ def test_alert_name_is_camel_case_of_the_title():
 def test_alert_reaches_alertmanager_with_labels_and_masked_annotations(alertmanager_factory, sender_cleanup):
     am = alertmanager_factory(AM_CONFIG)
     app, monitor = make_app(MPESA_MONITOR_ALERTMANAGER_URL=am.url,
-                            MPESA_MONITOR_DASHBOARD_URL="http://grafana.example:3000")
+                            MPESA_MONITOR_DASHBOARD_URL="http://grafana.example:3000",
+                            MPESA_MONITOR_RUNBOOK_URL="https://wiki.example/mpesa/runbooks")
     sender_cleanup(app)
     sent = Delta("mpesa_alerts_sent_total", severity="critical", result="sent")
     assert monitor.send_alert(
@@ -74,7 +75,7 @@ def test_alert_reaches_alertmanager_with_labels_and_masked_annotations(alertmana
         "organization": "acme", "source": "app"}
     notes = alert["annotations"]
     assert notes["summary"] == "Float running low"
-    assert notes["runbook_url"].endswith("/docs/runbooks.md#floatrunninglow")
+    assert notes["runbook_url"] == "https://wiki.example/mpesa/runbooks#floatrunninglow"
     assert notes["dashboard_url"] == "http://grafana.example:3000/d/mpesa-organization?var-organization=acme"
     assert json.loads(notes["details"])["balance"] == 9500
     text = json.dumps(alert)
@@ -93,6 +94,8 @@ def test_alert_cross_tenant_attempt_raises_critical_alert(alertmanager_factory, 
     assert alert["labels"]["severity"] == "critical"
     assert alert["labels"]["organization"] == "acme" and alert["labels"]["source"] == "app"
     assert alert["annotations"]["target_organization"] == "jambo"
+    # No MPESA_MONITOR_RUNBOOK_URL: no runbook link (none is served by default).
+    assert "runbook_url" not in alert["annotations"]
 
 
 def test_alert_outage_keeps_requests_fast_and_delivers_after_restart(alertmanager_factory, sender_cleanup):

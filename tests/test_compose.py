@@ -386,13 +386,15 @@ def test_deploy_refuses_malformed_values_and_open_grafana_in_prod(tmp_path: Path
     bin_dir, log = _fake_docker(tmp_path)
     env = _env_file(tmp_path / "bad.env", MPESA_APP_TARGETS="app.internal",
                     MPESA_SLO_OBJECTIVE="99.5", ALERTMANAGER_SMTP_REQUIRE_TLS="yes",
-                    SMS_RELAY_PROVIDER="twilio", GRAFANA_BIND_ADDRESS="0.0.0.0")
+                    SMS_RELAY_PROVIDER="twilio", GRAFANA_BIND_ADDRESS="0.0.0.0",
+                    MPESA_RUNBOOK_URL="https://wiki.mpesa-monitor.test/runbooks#top")
     result = run_script(repo, "--prod", "--env-file", str(env), bin_dir=bin_dir)
     assert result.returncode == 2
     for expected in ("invalid target 'app.internal'", "MPESA_SLO_OBJECTIVE=99.5",
                      "ALERTMANAGER_SMTP_REQUIRE_TLS=yes", "SMS_RELAY_TWILIO_SID",
                      "SMS_RELAY_FROM", "GRAFANA_BIND_ADDRESS=127.0.0.1",
-                     "deploy/secrets/prometheus_password"):
+                     "deploy/secrets/prometheus_password",
+                     "invalid setting MPESA_RUNBOOK_URL=https://wiki.mpesa-monitor.test/runbooks#top"):
         assert expected in result.stderr, expected
     assert not log.exists()
 
@@ -480,9 +482,10 @@ def auth_prometheus_factory(tmp_path_factory: pytest.TempPathFactory
 
 
 def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer],
-                app_status: int) -> tuple[subprocess.CompletedProcess[str], RecordingHTTPServer,
-                                          RecordingHTTPServer, Path]:
-    """A full default run: refusal check, --check, render, (fake) up, verify."""
+                app_status: int, **settings: str) -> tuple[subprocess.CompletedProcess[str], RecordingHTTPServer,
+                                                           RecordingHTTPServer, Path]:
+    """A full default run: refusal check, --check, render, (fake) up, verify; ``settings``
+    override the example file's."""
     repo = _copy_repo(tmp_path)
     _write_secrets(repo)
     bin_dir, log = _fake_docker(tmp_path)
@@ -499,14 +502,17 @@ def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer
                     PROMETHEUS_PORT=port, ALERTMANAGER_PORT=port, GRAFANA_PORT=port,
                     SMS_RELAY_PORT=port, NODE_EXPORTER_PORT=port,
                     NODE_EXPORTER_LISTEN_ADDRESS="127.0.0.1",
-                    POSTGRES_EXPORTER_PORT=port, MONITORING_VERIFY_TIMEOUT="10")
+                    POSTGRES_EXPORTER_PORT=port, MONITORING_VERIFY_TIMEOUT="10", **settings)
     result = run_script(repo, "--env-file", str(env), bin_dir=bin_dir)
     return result, services, app, log
 
 
 def test_deploy_verifies_services_and_the_app_on_its_own_port(
         tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer]) -> None:
-    result, services, app, log = _verify_run(tmp_path, http_recorder, 200)
+    runbooks = http_recorder()
+    runbooks.set_response("/docs/runbooks.md", 200, "# Runbooks\n")
+    result, services, app, log = _verify_run(tmp_path, http_recorder, 200, MPESA_APP_JOB="payments-api",
+                                             MPESA_RUNBOOK_URL=f"{runbooks.url}/docs/runbooks.md")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "== all checks passed" in result.stdout
     assert "the monitoring stack is up and verified" in result.stdout
@@ -521,7 +527,25 @@ def test_deploy_verifies_services_and_the_app_on_its_own_port(
         assert services.received(path), path
     query = services.received("/api/v1/query")[0]
     assert query.headers["authorization"].startswith("Basic ")
+    # The app's targets are counted under the job the settings name (MPESA_APP_JOB).
+    assert query.form()["query"] == 'sum(up{job="payments-api"} == 1)', query.text
+    assert "Prometheus scrapes the app (job payments-api)" in result.stdout
+    # Every alert links into MPESA_RUNBOOK_URL: the verification asks it once.
+    assert len(runbooks.received("/docs/runbooks.md")) == 1
+    assert f"ok    runbooks  {runbooks.url}/docs/runbooks.md" in result.stdout
     assert "s3cret" not in " ".join(calls.split("\n")), "a secret on a command line"
+
+
+def test_deploy_asks_prometheus_about_the_job_the_render_uses() -> None:
+    """deploy-monitoring.sh's checks count targets of MPESA_APP_JOB; unset, of the same
+    default job deploy/render.py writes into prometheus.yml and the rules, and no check
+    names a job of its own."""
+    from examples.demo.localstack import render
+
+    text = SCRIPT.read_text()
+    assert re.findall(r"""printf '%s' "\$\{job:-([^}]+)\}\"""", text) == [render.DEFAULT_JOB]
+    assert re.findall(r'\{job=\\?"([^"\\]*)', text) == ["$job", "$(app_job)"]  # PromQL matchers
+    assert EXAMPLE_ENV.read_text().count(f"MPESA_APP_JOB={render.DEFAULT_JOB}\n") == 1
 
 
 def test_deploy_verify_fails_when_the_app_is_unhealthy(
@@ -530,6 +554,8 @@ def test_deploy_verify_fails_when_the_app_is_unhealthy(
     assert result.returncode == 1
     assert f"app 127.0.0.1:{app.port} /health" in result.stderr
     assert app.received("/health")
+    # MPESA_RUNBOOK_URL empty (the example's): alerts link this checkout's file, said so.
+    assert "WARN  MPESA_RUNBOOK_URL is empty" in result.stdout
 
 
 def test_deploy_runs_the_checks_first_and_starts_nothing_when_one_fails(

@@ -120,6 +120,7 @@ def test_app_factory_many_apps_in_one_process():
         # URLs are http(s) with a host
         ("MPESA_MONITOR_RUNBOOK_URL", "javascript:alert(1)"),
         ("MPESA_MONITOR_RUNBOOK_URL", "https://runbooks.example/page#already"),
+        ("MPESA_MONITOR_RUNBOOK_URL", "file:///srv/flask-mpesa-monitor/docs/runbooks.md"),
         ("MPESA_MONITOR_DASHBOARD_URL", "javascript:alert(document.cookie)"),
         ("MPESA_MONITOR_DARAJA_BASE_URL", "ftp://sandbox.safaricom.co.ke"),
         ("MPESA_MONITOR_PROMETHEUS_URL", "http://"),

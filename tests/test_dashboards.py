@@ -43,6 +43,17 @@ EXPECTED_UIDS = {
     "business.json": "mpesa-business",
 }
 BUILTIN_VARIABLES = {"__rate_interval", "__range", "__interval"}
+#: A ``job`` label matcher in PromQL, and the value it compares with.
+JOB_MATCHER = re.compile(r"""\bjob\s*(?:=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)""")
+
+
+def render_module() -> Any:
+    """deploy/render.py (a script: loaded by path), whose DEFAULT_JOB the rules select."""
+    spec = importlib.util.spec_from_file_location("deploy_render", ROOT / "deploy" / "render.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _build_module() -> Any:
@@ -295,8 +306,60 @@ def test_dashboards_variables_are_defined_where_used() -> None:
 def test_dashboards_substitute_refuses_unknown_variable() -> None:
     assert substitute('x{organization="$organization"}[$__rate_interval]', "acme") == \
         'x{organization="acme"}[1m]'
+    assert substitute('up{job="$job"}') == f'up{{job="{render_module().DEFAULT_JOB}"}}'
+    assert substitute('up{job="${job}"}', job="shop-api") == 'up{job="shop-api"}'
     with pytest.raises(KeyError):
         substitute('x{organization="$organisation"}')
+
+
+def _raw_queries() -> list[tuple[str, str, str]]:
+    """(file, panel or variable, PromQL as committed) of every target and query variable."""
+    found = []
+    for path, dashboard in load_dashboards().items():
+        for panel in iter_panels(dashboard):
+            found += [(path.name, panel["title"], t["expr"]) for t in panel.get("targets", []) if "expr" in t]
+        for variable in dashboard["templating"]["list"]:
+            query = variable.get("query")
+            if variable["type"] == "query":
+                found.append((path.name, f"${variable['name']}", query["query"] if isinstance(query, dict) else query))
+    return found
+
+
+def test_dashboards_no_query_hard_codes_the_job() -> None:
+    """The app's scrape job is a setting (MPESA_APP_JOB, rendered into prometheus.yml and the
+    rules): a dashboard selects it through its ``$job`` variable, never by a fixed name."""
+    selecting = [(f, where, expr) for f, where, expr in _raw_queries() if JOB_MATCHER.search(expr)]
+    assert selecting, "no dashboard query selects the app's job: the check below would prove nothing"
+    fixed = [f"{f} / {where}: {expr}" for f, where, expr in selecting
+             for value in JOB_MATCHER.findall(expr) if value[1:-1] not in ("$job", "${job}")]
+    assert not fixed, "job selected by a fixed value, not $job:\n" + "\n".join(fixed)
+
+
+def test_dashboards_job_check_catches_a_fixed_job() -> None:
+    """The check above can fail: a literal job, in any quoting or matcher, is seen."""
+    for expr in ('sum(up{job="mpesa-mcp"})', "up{instance='a', job =~ 'mpesa.*'}", "up{job!=`x`}"):
+        assert [v[1:-1] for v in JOB_MATCHER.findall(expr)] not in ([], ["$job"]), expr
+    assert [v[1:-1] for v in JOB_MATCHER.findall('up{job="$job"} or on() vector(0)')] == ["$job"]
+
+
+def test_dashboards_job_variable_lists_the_apps_jobs_and_defaults_to_the_rules_job() -> None:
+    """``$job`` offers the jobs the app's own metrics are scraped under (so a renamed
+    MPESA_APP_JOB is the only choice, never another service's job) and starts at the
+    rules' default job, deploy/render.py's DEFAULT_JOB."""
+    users = 0
+    for path, dashboard in load_dashboards().items():
+        uses_job = any("$job" in expr or "${job}" in expr for f, _, expr in _raw_queries() if f == path.name)
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        if not uses_job:
+            assert "job" not in variables, f"{path.name}: a $job variable no query uses"
+            continue
+        users += 1
+        job = variables["job"]
+        assert job["type"] == "query" and job["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert job["query"]["query"] == "label_values(mpesa_mcp_build_info, job)", job["query"]
+        assert job["current"]["value"] == job["current"]["text"] == render_module().DEFAULT_JOB
+        assert job.get("multi") is False and job.get("includeAll") is False
+    assert users, "no dashboard has a $job variable"
 
 
 def test_dashboards_timeseries_rates_use_rate_interval() -> None:

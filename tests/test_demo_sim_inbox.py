@@ -6,6 +6,7 @@ a socket (callbacks, mail, traffic); Flask's test client for request/answer shap
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import re
 import smtplib
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -682,6 +684,43 @@ def test_inbox_page_lists_messages_escaped(inbox):
     assert "HighErrorRate" in page
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_inbox_serves_the_runbooks_with_a_section_anchor_per_alert(inbox):
+    """The local stack's alerts link ``<inbox>/runbooks#<alertname in lower case>``: the
+    page answers, and every alert of the rules and of the package has its anchor."""
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    alerts = {rule["alert"] for path in (repo / "deploy" / "prometheus" / "rules").glob("*.yml")
+              for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule}
+    alerts |= {"MPesaMonitorTestAlert", "AuditLogTampering", "CrossTenantAccessAttempt"}  # app-side ones
+
+    answer = inbox.get("/runbooks")
+
+    assert answer.status_code == 200 and answer.mimetype == "text/html"
+    page = answer.get_data(as_text=True)
+    anchors = set(re.findall(r'<h[1-6] id="([^"]+)"', page))
+    assert len(alerts) > 20 and {name.lower() for name in alerts} <= anchors, sorted(
+        {name.lower() for name in alerts} - anchors)
+    # Markdown shown as text: code blocks kept, nothing of the file runs as markup.
+    assert "<pre>" in page and "PROM=http://127.0.0.1:9090" in page
+    assert inbox.get("/runbooks/").status_code in (308, 404)  # one address, no duplicate
+
+
+def test_inbox_dashboards_view_selects_the_job_it_was_given():
+    """``$job`` becomes the local stack's scrape job in every graph link, never a fixed one."""
+    from urllib.parse import parse_qs, urlsplit
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing answers: links fall back to a guessed page
+    client = create_inbox({"prometheus_url": closed, "job": "shop-api"}).test_client()
+
+    page = client.get("/dashboards").get_data(as_text=True)
+
+    links = re.findall(r'<a class="graph" href="([^"]+)"', page)
+    exprs = [parse_qs(urlsplit(html.unescape(link)).query)["g0.expr"][0] for link in links]
+    assert 'sum(up{job="shop-api"}) or on() vector(0)' in exprs
+    assert not [e for e in exprs if "$" in e or "mpesa-mcp" in e]
 
 
 @pytest.mark.parametrize(

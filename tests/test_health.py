@@ -375,7 +375,8 @@ def test_health_encryption_self_test_makes_security_unhealthy():
 def test_health_audit_verifier_exports_count_and_alerts(http_recorder):
     alertmanager = http_recorder()
     app, monitor = make_app(MPESA_MONITOR_HEALTH_BACKGROUND=False,
-                            MPESA_MONITOR_ALERTMANAGER_URL=alertmanager.url)
+                            MPESA_MONITOR_ALERTMANAGER_URL=alertmanager.url,
+                            MPESA_MONITOR_RUNBOOK_URL="http://127.0.0.1:8025/runbooks")
     tampered = {"count": 0}
     monitor.audit_verifier(lambda: tampered["count"])
     assert monitor.run_health_checks().results["security"].status == "healthy"
@@ -388,7 +389,7 @@ def test_health_audit_verifier_exports_count_and_alerts(http_recorder):
     [alert] = post.json()
     assert alert["labels"] == {"alertname": "AuditLogTampering", "severity": "critical",
                                "service": "mpesa-mcp", "source": "app"}
-    assert alert["annotations"]["runbook_url"].endswith("runbooks.md#auditlogtampering")
+    assert alert["annotations"]["runbook_url"] == "http://127.0.0.1:8025/runbooks#auditlogtampering"
     monitor.run_health_checks()  # same count within the resend interval: no second alert
     time.sleep(0.3)
     assert len(alertmanager.received(path="/api/v2/alerts")) == 1

@@ -367,6 +367,22 @@ def test_local_stack_links_point_at_the_inbox_dashboards_view(tmp_path: Path) ->
         in rules["RateLimitWarnings"][1]["annotations"]["dashboard_url"]
 
 
+def test_local_stack_links_runbooks_the_inbox_serves(tmp_path: Path) -> None:
+    """The local stack's rules and app link the runbooks its inbox serves, not a file."""
+    from examples.demo import localstack
+    from examples.demo.servers import free_port
+
+    # Nothing listens on these ports: the printed page addresses are guessed, not probed.
+    stack = localstack.LocalStack(tmp_path / "state", ports={name: free_port() for name in localstack.DEFAULT_PORTS})
+    runbooks = stack.url("inbox") + "/runbooks"
+    localstack.render_rules(tmp_path / "rules", fast=True, inbox_url=stack.url("inbox"))
+    rules = _rules(tmp_path / "rules")
+    assert rules["DatabaseDown"][1]["annotations"]["runbook_url"] == runbooks + "#databasedown"
+    env = stack.app_environment("sqlite:///" + str(tmp_path / "demo.sqlite3"))
+    assert env["MPESA_MONITOR_RUNBOOK_URL"] == runbooks
+    assert stack.urls["runbooks"] == runbooks
+
+
 def test_job_selector_is_one_setting(tmp_path: Path) -> None:
     render.render_rules(tmp_path, job="payments-api")
     text = "".join(p.read_text() for p in tmp_path.glob("*.yml"))

@@ -102,9 +102,17 @@ def test_settings_runbook_url_is_the_base_of_every_app_alert():
     app, _ = make_app(MPESA_MONITOR_RUNBOOK_URL="https://runbooks.example/mpesa/")
     alert = get_state(app).alerts.build("high", "Float running low", "B2C float below 10,000 KES")
     assert alert["annotations"]["runbook_url"] == "https://runbooks.example/mpesa#floatrunninglow"
-    default, _ = make_app()
-    assert get_state(default).alerts.build("high", "Float running low", "x")["annotations"][
-        "runbook_url"].endswith("/docs/runbooks.md#floatrunninglow")
+
+
+def test_settings_runbook_url_unset_means_no_runbook_link():
+    """No runbook is served by default: an alert links none rather than a page that may
+    not exist (the package cannot know where an installation keeps its runbooks)."""
+    for config in ({}, {"MPESA_MONITOR_RUNBOOK_URL": ""}, {"MPESA_MONITOR_RUNBOOK_URL": None}):
+        app, _ = make_app(**config)
+        assert app.config["MPESA_MONITOR_RUNBOOK_URL"] in (None, "")
+        annotations = get_state(app).alerts.build("high", "Float running low", "x")["annotations"]
+        assert "runbook_url" not in annotations, (config, annotations)
+        assert annotations["summary"] == "Float running low"
 
 
 # --- secrets from files -----------------------------------------------------------------------

@@ -12,7 +12,12 @@ output or do not load back through the SDK's models unchanged.
 
 Every panel and query names its datasource through the ``$datasource`` variable (type
 ``prometheus``): no datasource uid is fixed, so the dashboards work against whatever
-Prometheus datasource a Grafana has.
+Prometheus datasource a Grafana has. Likewise no query names the app's scrape job: that
+is a setting (MPESA_APP_JOB, rendered into prometheus.yml and the rules), so a query that
+selects it says ``job="$job"``, a variable listing the jobs the app's own
+``mpesa_mcp_build_info`` is scraped under. It starts at the rules' default job; when that
+job is absent (MPESA_APP_JOB renamed), Grafana picks the first job offered, which is the
+app's: only the app exports that metric.
 
 Rules the queries follow (checked by the tests):
 - only metrics of flask_mpesa_monitor/metrics.py, our recording rules and ``up``;
@@ -57,6 +62,11 @@ DATASOURCE_VARIABLE = "datasource"
 DATASOURCE_TYPE = "prometheus"
 DATASOURCE = model.DataSourceRef(type_val=DATASOURCE_TYPE, uid=f"${{{DATASOURCE_VARIABLE}}}")
 TAGS = ["mpesa", "mpesa-mcp"]
+#: The variable naming the app's scrape job, and where it starts: deploy/render.py's
+#: DEFAULT_JOB (the job of the committed prometheus.yml; tests/test_dashboards.py checks).
+JOB_VARIABLE = "job"
+DEFAULT_JOB = "mpesa-mcp"
+JOB = f'job="${JOB_VARIABLE}"'
 
 # Shared PromQL pieces. Failures that page are provider_error and system_error only:
 # a customer who cancels or types a wrong PIN is not a failure of ours (docs/DESIGN.md,
@@ -176,6 +186,12 @@ def query_variable(name: str, label: str, query: str) -> dash.QueryVariable:
             .multi(False).include_all(False))
 
 
+def job_variable() -> dash.QueryVariable:
+    """``$job``: the scrape job(s) of the app, found from a metric only the app exports."""
+    return (query_variable(JOB_VARIABLE, "App job", f"label_values(mpesa_mcp_build_info, {JOB_VARIABLE})")
+            .current(model.VariableOption(selected=True, text=DEFAULT_JOB, value=DEFAULT_JOB)))
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[PanelBuilder],
               variables: list[Any] | None = None,
               time_from: str = "now-6h") -> model.Dashboard:
@@ -206,8 +222,9 @@ def p95(metric: str, by: str = "", selector: str = "") -> str:
 def overview() -> model.Dashboard:
     requests = "mpesa_mcp_requests_total"
     panels = [
-        stat("App targets up", 'sum(up{job="mpesa-mcp"})', unit="short",
-             description="Scrape targets of job mpesa-mcp that answered the last scrape.",
+        stat("App targets up", f"sum(up{{{JOB}}})" + ZERO, unit="short",
+             description="Scrape targets of the app's job ($job) that answered the last "
+                         "scrape; 0 when none did or none is known.",
              steps=thresholds(("red", None), ("green", 1))),
         stat("Health checks", "min by (check) (mpesa_health_check_status)", "{{check}}",
              unit="short",
@@ -267,7 +284,7 @@ def overview() -> model.Dashboard:
     ]
     return dashboard("mpesa-overview", "M-Pesa MCP: Overview",
                      "Application health, requests, Daraja, database and security at a "
-                     "glance.", panels)
+                     "glance.", panels, [job_variable()])
 
 
 def organization() -> model.Dashboard:

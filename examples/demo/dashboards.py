@@ -4,8 +4,8 @@ and for the tests that run every panel's query.
 Why: Grafana cannot run in the local stack, yet a newcomer should be able to look at every
 panel. Each panel becomes its title, description and the Prometheus graph page with the
 panel's query filled in, Grafana's variables substituted the way Grafana would for one
-concrete choice (``$__rate_interval``, ``$__range``, ``$organization``...). The tests use
-the same substitution, so what they check is what the links show.
+concrete choice (``$__rate_interval``, ``$__range``, ``$organization``, ``$job``...). The
+tests use the same substitution, so what they check is what the links show.
 
 Example::
 
@@ -29,6 +29,9 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(.+?)\s*,\s*(\w+)\s*\)\s*$")
 #: Variables that never reach PromQL (a datasource picker).
 _NOT_IN_QUERIES = frozenset({"datasource", "DS_PROMETHEUS"})
+#: ``$job`` unless told otherwise: the app's scrape job in deploy/prometheus/prometheus.yml
+#: as committed (deploy/render.py's DEFAULT_JOB), which the local stack keeps.
+DEFAULT_JOB = "mpesa-mcp"
 
 
 class Query(NamedTuple):
@@ -57,10 +60,11 @@ class Dashboard(NamedTuple):
 
 
 def substitute(expr: str, organization: str = "demo", rate_interval: str = "1m",
-               range_: str = "1h", interval: str | None = None) -> str:
-    """Replace Grafana variables in ``expr``; an unknown variable is an error (a typo)."""
+               range_: str = "1h", interval: str | None = None, job: str = DEFAULT_JOB) -> str:
+    """Replace Grafana variables in ``expr``; an unknown variable is an error (a typo).
+    ``job`` is the app's scrape job (the ``$job`` variable of the overview)."""
     values = {"organization": organization, "__rate_interval": rate_interval,
-              "__range": range_, "__interval": interval or rate_interval}
+              "__range": range_, "__interval": interval or rate_interval, "job": job}
 
     def replace(match: re.Match[str]) -> str:
         name = next(g for g in match.groups() if g)
@@ -84,7 +88,8 @@ def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def dashboard_queries(organization: str = "demo", rate_interval: str = "1m",
-                      range_: str = "1h", directory: Path = DASHBOARD_DIR) -> Iterator[Query]:
+                      range_: str = "1h", directory: Path = DASHBOARD_DIR,
+                      job: str = DEFAULT_JOB) -> Iterator[Query]:
     """Every panel target of every dashboard as (dashboard uid, panel title, PromQL)."""
     for dashboard in load_dashboards(directory).values():
         for panel in iter_panels(dashboard):
@@ -92,7 +97,7 @@ def dashboard_queries(organization: str = "demo", rate_interval: str = "1m",
                 if target.get("hide") or "expr" not in target:
                     continue
                 yield Query(dashboard["uid"], panel["title"],
-                            substitute(target["expr"], organization, rate_interval, range_))
+                            substitute(target["expr"], organization, rate_interval, range_, job=job))
 
 
 def query_variables(dashboard: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:

@@ -27,7 +27,15 @@ from typing import Any
 
 import yaml
 
-from examples.demo.localstack import DEPLOY, ORGANIZATIONS, REPO, render_alertmanager, render_prometheus, render_rules
+from examples.demo.localstack import (
+    APP_JOB,
+    DEPLOY,
+    ORGANIZATIONS,
+    REPO,
+    render_alertmanager,
+    render_prometheus,
+    render_rules,
+)
 from examples.demo.servers import (
     AlertmanagerServer,
     GunicornServer,
@@ -114,7 +122,7 @@ def render_ha_prometheus(ports: dict[str, int], *, replica: str, app_ports: list
     for alertmanagers in config["alerting"]["alertmanagers"]:
         alertmanagers["static_configs"] = [{"targets": [f"127.0.0.1:{p}" for p in alertmanager_ports]}]
     for job in config["scrape_configs"]:
-        if job["job_name"] == "mpesa-mcp":
+        if job["job_name"] == APP_JOB:
             job["static_configs"] = [{"targets": [f"127.0.0.1:{p}" for p in app_ports]}]
         elif job["job_name"] == "alertmanager":
             job["static_configs"] = [{"targets": [f"127.0.0.1:{p}" for p in alertmanager_ports]}]
@@ -298,7 +306,7 @@ class HAStack:
             for prom in servers or self.prometheus:
                 if not prom.running:
                     continue
-                up = prom.query('up{job="mpesa-mcp"} == 1')
+                up = prom.query(f'up{{job="{APP_JOB}"}} == 1')
                 if len(up) != len(self.apps):
                     return False
                 if any(a["labels"].get("alertname") == "MPesaMCPDown" for a in prom.alerts()):

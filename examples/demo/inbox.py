@@ -24,6 +24,8 @@ HTTP endpoints::
     GET  /api/stats                              counts per channel, SMS failures
     GET  /dashboards                             every Grafana panel with a link to its
                                                  query on Prometheus' graph page
+    GET  /runbooks                               docs/runbooks.md, a #<alertname> anchor per
+                                                 section (where the local stack's alerts link)
     GET  /alertmanager                           Alertmanager's current alerts and silences
     GET|POST /sms/fail                           make the SMS provider fail:
                                                  {"enabled": true, "status": 503, "count": 2}
@@ -64,6 +66,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from examples.demo.dashboards import DEFAULT_JOB
 from examples.demo.inbox_views import NAV, init_views
 
 __all__ = ["create_app", "Inbox", "parse_alert_text", "mask_phone", "start_smtp", "CHANNELS", "main"]
@@ -71,7 +74,7 @@ __all__ = ["create_app", "Inbox", "parse_alert_text", "mask_phone", "start_smtp"
 log = logging.getLogger(__name__)
 
 CHANNELS = ("slack", "email", "sms")
-_VIEW_SETTINGS = ("prometheus_url", "alertmanager_url", "organizations", "rate_interval", "range_")
+_VIEW_SETTINGS = ("prometheus_url", "alertmanager_url", "organizations", "rate_interval", "range_", "job")
 MAX_TEXT_CHARS = 20000
 
 #: Alert names from docs/DESIGN.md, recognised anywhere in a text when no label names one.
@@ -485,7 +488,7 @@ def _page(inbox: Inbox, per_channel: int = 50) -> str:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the inbox's HTTP app. ``config``: ``{"max_per_channel": 500}``, and for the
     dashboards and Alertmanager pages ``prometheus_url``, ``alertmanager_url``,
-    ``organizations``, ``rate_interval``, ``range_``.
+    ``organizations``, ``rate_interval``, ``range_``, ``job``.
 
     The store is ``app.extensions["demo_inbox"]`` (pass it to ``start_smtp``).
     """
@@ -684,13 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus-url", help="Prometheus for the dashboards view's graph links")
     parser.add_argument("--alertmanager-url", help="Alertmanager whose alerts and silences to show")
     parser.add_argument("--organizations", default="", help="comma-separated choices for $organization")
+    parser.add_argument("--job", default=DEFAULT_JOB, help="the app's scrape job, for $job (default %(default)s)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = create_app({"max_per_channel": args.max_per_channel, "prometheus_url": args.prometheus_url,
-                      "alertmanager_url": args.alertmanager_url,
+                      "alertmanager_url": args.alertmanager_url, "job": args.job,
                       "organizations": tuple(o for o in args.organizations.split(",") if o)})
     smtp = start_smtp(app.extensions["demo_inbox"], args.host, args.smtp_port)
     server = make_server(args.host, args.http_port, app, threaded=True)

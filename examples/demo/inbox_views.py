@@ -1,10 +1,15 @@
-"""The inbox's pages beyond the notifications: the dashboards view and Alertmanager's state.
+"""The inbox's pages beyond the notifications: the dashboards view, the runbooks and
+Alertmanager's state.
 
 Why: the local stack has no Grafana and Debian's Alertmanager has no web UI, so a
 newcomer would otherwise see no dashboard and no silence at all. The dashboards view is
 built from the committed dashboard JSON (deploy/grafana/dashboards): each panel's title,
 description and a link to the real Prometheus graph page with the panel's query filled in.
 The Alertmanager page lists the current alerts and silences from Alertmanager's API v2.
+``/runbooks`` serves docs/runbooks.md with an anchor per section, so the ``runbook_url``
+of the local stack's alerts (``<inbox>/runbooks#<alertname in lower case>``) opens in any
+browser: a ``file://`` link to the checkout opens only on this machine, and only some
+browsers follow it from a page served over HTTP.
 
 Which graph page a Prometheus serves depends on its build (Debian's 2.42 has only the
 classic UI under ``/classic/``; 3.x serves ``/query``): :class:`PrometheusPages` asks the
@@ -14,6 +19,7 @@ server once and remembers the answer.
 from __future__ import annotations
 
 import html
+import re
 import threading
 from typing import Any
 
@@ -30,7 +36,9 @@ nav a{margin-right:1em}.panel{border:1px solid #ddd;padding:.5em;margin:.5em 0}
 .muted{color:#666}"""
 
 NAV = ('<nav><a href="/">notifications</a><a href="/dashboards">dashboards</a>'
-       '<a href="/alertmanager">alerts and silences</a></nav>')
+       '<a href="/runbooks">runbooks</a><a href="/alertmanager">alerts and silences</a></nav>')
+#: The runbooks every alert links a section of.
+RUNBOOKS = dashboard_files.REPO / "docs" / "runbooks.md"
 
 
 def page(title: str, body: str, refresh: int | None = None) -> str:
@@ -112,14 +120,16 @@ def dashboards_view() -> Response:
     parts = [f'<form method="get">organization (<code>$organization</code>): <select name="organization" '
              f'onchange="this.form.submit()">{options}</select> <noscript><button>show</button></noscript></form>',
              f'<p class="muted">Grafana variables substituted: <code>$__rate_interval</code> = '
-             f'{html.escape(settings["rate_interval"])}, <code>$__range</code> = {html.escape(range_)}. '
+             f'{html.escape(settings["rate_interval"])}, <code>$__range</code> = {html.escape(range_)}, '
+             f'<code>$job</code> = {html.escape(settings["job"])}. '
              f'Links open Prometheus at {html.escape(prometheus.url)}.</p>']
     for board in boards:
         parts.append(f'<h2 id="{html.escape(board.uid)}">{html.escape(board.title)}</h2>')
         for panel in board.panels:
             links = []
             for expr in panel.exprs:
-                query = dashboard_files.substitute(expr, organization, settings["rate_interval"], range_)
+                query = dashboard_files.substitute(expr, organization, settings["rate_interval"], range_,
+                                                   job=settings["job"])
                 links.append(
                     f'<li><a class="graph" href="{html.escape(prometheus.graph_url(query, range_))}">graph</a> '
                     f'<a class="table" href="{html.escape(prometheus.graph_url(query, range_, table=True))}">'
@@ -127,6 +137,80 @@ def dashboards_view() -> Response:
             parts.append(f'<div class="panel"><h3>{html.escape(panel.title)}</h3>'
                          f'<p class="muted">{html.escape(panel.description)}</p><ul>{"".join(links)}</ul></div>')
     return Response(page("dashboards", "".join(parts)), mimetype="text/html")
+
+
+def heading_anchor(text: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as
+    ``-``. An alert's section (``## MPesaMCPDown``) is the alert name in lower case, which
+    is what deploy/render.py's ``Links.runbook`` and the app's alerts append."""
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*")
+
+
+def _inline(text: str) -> str:
+    out, last = [], 0
+    for match in _INLINE.finditer(text):
+        out.append(html.escape(text[last:match.start()]))
+        code, strong = match.groups()
+        out.append(f"<code>{html.escape(code)}</code>" if code is not None else f"<strong>{html.escape(strong)}</strong>")
+        last = match.end()
+    return "".join(out) + html.escape(text[last:])
+
+
+def markdown_html(text: str) -> str:
+    """The Markdown the runbooks use as HTML: headings with anchors, fenced code, ``-``
+    lists and paragraphs, inline code and bold; anything else stays escaped text."""
+    parts: list[str] = []
+    block: list[str] = []
+    code: list[str] | None = None
+
+    def flush() -> None:
+        if block and block[0].startswith("- "):
+            items: list[str] = []
+            for line in block:
+                if line.startswith("- "):
+                    items.append(line[2:])
+                else:
+                    items[-1] += " " + line.strip()
+            parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul>")
+        elif block:
+            parts.append(f"<p>{_inline(' '.join(line.strip() for line in block))}</p>")
+        block.clear()
+
+    for line in text.splitlines():
+        heading = re.match(r"(#{1,6}) (.+)$", line)
+        if code is not None:
+            if line.startswith("```"):
+                parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
+                code = None
+            else:
+                code.append(line)
+        elif line.startswith("```"):
+            flush()
+            code = []
+        elif heading:
+            flush()
+            level, title = len(heading.group(1)), heading.group(2)
+            parts.append(f'<h{level} id="{html.escape(heading_anchor(title))}">{_inline(title)}</h{level}>')
+        elif not line.strip():
+            flush()
+        else:
+            in_list = bool(block) and block[0].startswith("- ")
+            if block and (line.startswith("- ") != in_list) and not (in_list and line.startswith(" ")):
+                flush()  # a list right after a paragraph, or a paragraph right after a list
+            block.append(line)
+    flush()
+    if code is not None:
+        parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
+    return "".join(parts)
+
+
+@blueprint.get("/runbooks")
+def runbooks_view() -> Response:
+    """docs/runbooks.md, read at each request (an edited runbook shows at once)."""
+    return Response(page("runbooks", markdown_html(RUNBOOKS.read_text(encoding="utf-8"))), mimetype="text/html")
 
 
 def _raw(uid: str) -> dict[str, Any]:
@@ -174,11 +258,14 @@ def alertmanager_view() -> Response:
 
 
 def init_views(app: Any, *, prometheus_url: str | None = None, alertmanager_url: str | None = None,
-               organizations: tuple[str, ...] = (), rate_interval: str = "1m", range_: str = "1h") -> None:
-    """Register the dashboards and Alertmanager pages on the inbox app."""
+               organizations: tuple[str, ...] = (), rate_interval: str = "1m", range_: str = "1h",
+               job: str = dashboard_files.DEFAULT_JOB) -> None:
+    """Register the dashboards and Alertmanager pages on the inbox app; ``job`` is the
+    app's scrape job in the Prometheus the links open (the dashboards' ``$job``)."""
     app.extensions["demo_inbox_views"] = {
         "prometheus": PrometheusPages(prometheus_url) if prometheus_url else None,
         "alertmanager_url": alertmanager_url.rstrip("/") if alertmanager_url else None,
         "organizations": tuple(organizations), "rate_interval": rate_interval, "range": range_,
+        "job": job,
     }
     app.register_blueprint(blueprint)

@@ -15,7 +15,8 @@ service names, no secret files). With ``fast`` (the end-to-end tests, or ``--fas
 scrape and evaluation run every second instead of every 15, Alertmanager groups wait one
 second, and deploy/render.py divides every duration of the rules (windows, offsets,
 ``for:``, ``keep_firing_for:``, counts per window) by ``FAST_FACTOR`` (15): the same
-rules on a 15 times faster clock. Alert links point at the local stack: runbooks at the
+rules on a 15 times faster clock. Alert links point at the local stack: runbooks (of the
+rules and of the app's own alerts) at the inbox's ``/runbooks``, which serves the
 checkout's docs/runbooks.md, dashboards at the inbox's dashboards view.
 
     python -m examples.demo.localstack [--fast] [--duration SECONDS] [--database sqlite]
@@ -93,6 +94,9 @@ def _load_render() -> Any:
 render = _load_render()
 #: Every rule duration is divided by this in fast mode (15 s scrapes -> 1 s).
 FAST_FACTOR: int = render.FAST_FACTOR
+#: The app's scrape job here: the committed prometheus.yml's, which the rules select and
+#: the dashboards view substitutes for ``$job``.
+APP_JOB: str = render.DEFAULT_JOB
 
 
 def postgres_base_dir(state_dir: Path) -> Path | None:
@@ -123,9 +127,13 @@ def alertmanager_has_ui(url: str) -> bool:
 def render_rules(target: Path, fast: bool, slo_objective: float | None = None,
                  inbox_url: str | None = None) -> list[Path]:
     """deploy/prometheus/rules rendered by deploy/render.py: time divided by
-    :data:`FAST_FACTOR` when ``fast``; links to the checkout's runbooks and, given
-    ``inbox_url``, to the inbox's dashboards view (there is no Grafana here)."""
-    links = render.Links(dashboards=f"{inbox_url}/dashboards" if inbox_url else None, style="inbox")
+    :data:`FAST_FACTOR` when ``fast``; given ``inbox_url``, links to the runbooks the inbox
+    serves and to its dashboards view (there is no Grafana here), else to the checkout's
+    runbooks file."""
+    if inbox_url:
+        links = render.Links(runbooks=f"{inbox_url}/runbooks", dashboards=f"{inbox_url}/dashboards", style="inbox")
+    else:
+        links = render.Links(style="inbox")
     return render.render_rules(target, factor=FAST_FACTOR if fast else 1, links=links,
                                slo_objective=None if slo_objective is None else str(slo_objective))
 
@@ -140,7 +148,7 @@ def render_prometheus(ports: dict[str, int], rules_dir: Path, token_file: Path, 
     config["rule_files"] = [str(rules_dir / "*.yml")]
     for alertmanagers in config["alerting"]["alertmanagers"]:
         alertmanagers["static_configs"] = [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]
-    local_targets = {"mpesa-mcp": ports["app"], "prometheus": ports["prometheus"],
+    local_targets = {APP_JOB: ports["app"], "prometheus": ports["prometheus"],
                      "alertmanager": ports["alertmanager"], "sms-relay": ports["relay"]}
     jobs = []
     for job in config["scrape_configs"]:
@@ -219,6 +227,12 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     @property
+    def runbook_url(self) -> str:
+        """Where every alert of this stack links its runbook section: the inbox's copy of
+        docs/runbooks.md (``#<alertname in lower case>`` appended)."""
+        return self.url("inbox") + "/runbooks"
+
+    @property
     def urls(self) -> dict[str, str]:
         """What a person can open, each address asked of the running program: Debian's
         Prometheus 2.42 serves only its classic pages (``/classic/alerts``), 3.x serves
@@ -240,6 +254,7 @@ class LocalStack:
             "Daraja simulator": self.url("simulator") + "/sim/config",
             "inbox (Slack, email, SMS)": self.url("inbox") + "/",
             "dashboards (no Grafana)": self.url("inbox") + "/dashboards",
+            "runbooks": self.runbook_url,
             "SMS relay": self.url("relay") + "/-/healthy",
             "Prometheus alerts": prometheus + pages["alerts"],
             "Prometheus graph": prometheus + pages["graph"],
@@ -290,6 +305,33 @@ class LocalStack:
         self._write_pids()
         return self
 
+    def app_environment(self, database_url: str) -> dict[str, str]:
+        """The demo app's environment: its database, the local Daraja simulator and
+        Alertmanager, the runbooks the inbox serves, time on the fast clock when ``fast``."""
+        return {
+            "PYTHONPATH": str(REPO),
+            "DATABASE_URL": database_url,
+            "DARAJA_BASE_URL": self.url("simulator"),
+            "DEMO_PUBLIC_URL": self.url("app"),
+            "DEMO_ORGANIZATIONS": ",".join(ORGANIZATIONS),
+            "MPESA_MONITOR_METRICS_TOKEN": self.metrics_token,
+            "MPESA_MONITOR_ALERTMANAGER_URL": self.url("alertmanager"),
+            # The app's own alerts link the same runbooks as the rules' (none by default).
+            "MPESA_MONITOR_RUNBOOK_URL": self.runbook_url,
+            "MPESA_MONITOR_DARAJA_BASE_URL": self.url("simulator"),
+            "MPESA_MONITOR_HEALTH_INTERVAL": "1" if self.fast else "15",
+            "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
+            # The simulator posts callbacks from loopback; production keeps Safaricom's list only.
+            "MPESA_MONITOR_CALLBACK_ALLOWED_IPS": "safaricom,127.0.0.0/8,::1",
+            # The traffic generator stands for the reverse proxy in front of the app: its
+            # X-Forwarded-For is believed, so the app sees each client's address.
+            "MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES": "127.0.0.1,::1",
+            # The suspicious-IP window on the fast clock too (900 s / 15), so that
+            # AuthenticationBruteForce resolves within its bound.
+            "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if self.fast else "900",
+            **self.app_env,
+        }
+
     def _start(self) -> None:
         quiet = ["--quiet"] if self.quiet else []
         if self.database == "postgres":
@@ -305,7 +347,7 @@ class LocalStack:
                                   "--smtp-port", str(self.ports["smtp"]), "--prometheus-url", self.url("prometheus"),
                                   "--alertmanager-url", self.url("alertmanager"),
                                   "--organizations", self.app_env.get("DEMO_ORGANIZATIONS", ",".join(ORGANIZATIONS)),
-                                  *quiet)
+                                  "--job", APP_JOB, *quiet)
         self.relay = self._python("sms-relay", "flask_mpesa_monitor.sms_relay", env={
             "SMS_RELAY_PROVIDER": "africastalking", "SMS_RELAY_RECIPIENTS": "+254700000001,+254700000002",
             "SMS_RELAY_BASE_URL": self.url("inbox"), "SMS_RELAY_AT_USERNAME": "sandbox",
@@ -314,28 +356,7 @@ class LocalStack:
             "SMS_RELAY_DEDUP_SECONDS": "3600"})  # per incident: a new incident is always texted
         for name, path in (("simulator", "/sim/config"), ("inbox", "/api/stats"), ("relay", "/-/healthy")):
             wait_http(self.url(name) + path, timeout=20)
-        env = {
-            "PYTHONPATH": str(REPO),
-            "DATABASE_URL": database_url,
-            "DARAJA_BASE_URL": self.url("simulator"),
-            "DEMO_PUBLIC_URL": self.url("app"),
-            "DEMO_ORGANIZATIONS": ",".join(ORGANIZATIONS),
-            "MPESA_MONITOR_METRICS_TOKEN": self.metrics_token,
-            "MPESA_MONITOR_ALERTMANAGER_URL": self.url("alertmanager"),
-            "MPESA_MONITOR_DARAJA_BASE_URL": self.url("simulator"),
-            "MPESA_MONITOR_HEALTH_INTERVAL": "1" if self.fast else "15",
-            "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if self.fast else "120",
-            # The simulator posts callbacks from loopback; production keeps Safaricom's list only.
-            "MPESA_MONITOR_CALLBACK_ALLOWED_IPS": "safaricom,127.0.0.0/8,::1",
-            # The traffic generator stands for the reverse proxy in front of the app: its
-            # X-Forwarded-For is believed, so the app sees each client's address.
-            "MPESA_MONITOR_CALLBACK_TRUSTED_PROXIES": "127.0.0.1,::1",
-            # The suspicious-IP window on the fast clock too (900 s / 15), so that
-            # AuthenticationBruteForce resolves within its bound.
-            "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if self.fast else "900",
-            **self.app_env,
-        }
-        self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=env,
+        self.app = GunicornServer("examples.demo.app:create_app()", workers=2, env=self.app_environment(database_url),
                                   port=self.ports["app"], multiproc_dir=self.state_dir / "prometheus-multiproc",
                                   base_dir=self.state_dir / "gunicorn", cwd=REPO, ready_path="/health",
                                   extra_args=self.app_args)
@@ -358,7 +379,7 @@ class LocalStack:
         assert self.prometheus is not None
 
         def ready() -> bool:
-            if self.prometheus.value('min(up{job="mpesa-mcp"})') != 1:
+            if self.prometheus.value(f'min(up{{job="{APP_JOB}"}})') != 1:
                 return False
             return not any(a["labels"].get("alertname") == "MPesaMCPDown" for a in self.prometheus.alerts())
 
