@@ -151,30 +151,30 @@ def c2b_body(trans_id: str, amount: str, bill_ref: str = "INV-1001") -> dict[str
 def check_c2b(module: ModuleType) -> None:
     client = module.create_app().test_client()
     safaricom = {"REMOTE_ADDR": "196.201.214.200"}  # in the shipped list of callback addresses
-    assert client.post("/c2b/c2b-duka/validation", json=c2b_body("SLV0000001", "700")).json["ResultCode"] == "0"
-    rejected = client.post("/c2b/c2b-duka/validation", json=c2b_body("SLV0000002", "700", bill_ref="nope"))
+    assert client.post("/c2b/c2b-readme/validation", json=c2b_body("SLV0000001", "700")).json["ResultCode"] == "0"
+    rejected = client.post("/c2b/c2b-readme/validation", json=c2b_body("SLV0000002", "700", bill_ref="nope"))
     assert rejected.json["ResultCode"] == "C2B00012"
-    assert scraped(client, "mpesa_c2b_validations_total", organization="c2b-duka", shortcode="600984",
+    assert scraped(client, "mpesa_c2b_validations_total", organization="c2b-readme", shortcode="600984",
                    result="accepted", reason="none") == 1
-    assert scraped(client, "mpesa_c2b_validations_total", organization="c2b-duka", shortcode="600984",
+    assert scraped(client, "mpesa_c2b_validations_total", organization="c2b-readme", shortcode="600984",
                    result="rejected", reason="invalid_account") == 1
-    assert scraped(client, "mpesa_c2b_validation_duration_seconds_count", organization="c2b-duka") == 2
-    revenue = value("mpesa_revenue_total", organization="c2b-duka", currency="KES")
+    assert scraped(client, "mpesa_c2b_validation_duration_seconds_count", organization="c2b-readme") == 2
+    revenue = value("mpesa_revenue_total", organization="c2b-readme", currency="KES")
     for _ in range(3):  # Daraja retries a confirmation: counted once
-        answer = client.post("/c2b/c2b-duka/confirmation", json=c2b_body("SLV0000001", "700"),
+        answer = client.post("/c2b/c2b-readme/confirmation", json=c2b_body("SLV0000001", "700"),
                              environ_base=safaricom)
         assert answer.status_code == 200 and answer.json["ResultCode"] == "0"
-    assert scraped(client, "mpesa_c2b_confirmations_total", organization="c2b-duka", shortcode="600984") == 1
-    assert value("mpesa_revenue_total", organization="c2b-duka", currency="KES") == revenue + 700
+    assert scraped(client, "mpesa_c2b_confirmations_total", organization="c2b-readme", shortcode="600984") == 1
+    assert value("mpesa_revenue_total", organization="c2b-readme", currency="KES") == revenue + 700
     # from an address not in the list: counted, never revenue
-    client.post("/c2b/c2b-duka/confirmation", json=c2b_body("SLV0000003", "9000"))
-    assert value("mpesa_revenue_total", organization="c2b-duka", currency="KES") == revenue + 700
-    assert scraped(client, "mpesa_revenue_unverified_total", organization="c2b-duka", currency="KES",
+    client.post("/c2b/c2b-readme/confirmation", json=c2b_body("SLV0000003", "9000"))
+    assert value("mpesa_revenue_total", organization="c2b-readme", currency="KES") == revenue + 700
+    assert scraped(client, "mpesa_revenue_unverified_total", organization="c2b-readme", currency="KES",
                    reason="unknown_source") == 9000
-    bad = client.post("/c2b/c2b-duka/confirmation", json=c2b_body("SLV0000004", "-5"), environ_base=safaricom)
+    bad = client.post("/c2b/c2b-readme/confirmation", json=c2b_body("SLV0000004", "-5"), environ_base=safaricom)
     assert bad.status_code == 400 and bad.json["ResultCode"] == "1"
     assert scraped(client, "mpesa_security_events_total", event_type="invalid_callback", severity="medium",
-                   organization="c2b-duka") == 1
+                   organization="c2b-readme") == 1
 
 
 def b2c_result_body(conversation: str, code: int, amount: int | None = None) -> dict[str, Any]:
