@@ -163,11 +163,15 @@ def fingerprint(alertmanager: AlertmanagerServer, labels: dict[str, str]) -> tup
 
 
 def _case_labels(case: dict, side: str, index: int, *, as_stored: bool = True) -> dict[str, str]:
-    """The labels of one side of a case, with a cluster of its own: both inhibit rules
-    compare `cluster`, so the cases cannot inhibit each other while they all fire in
-    one Alertmanager. ``as_stored``: without empty values, which Alertmanager drops."""
+    """The labels of one side of a case, with a cluster and organizations of its own, so
+    the cases cannot inhibit each other while they all fire in one Alertmanager: most
+    inhibit rules compare `cluster`, the app's alert rule compares `organization` only
+    (the app does not know its cluster). ``as_stored``: without empty values, which
+    Alertmanager drops."""
     assert "cluster" not in case[side], "route table cases must not set cluster"
     labels = {**case[side], "cluster": f"case-{index}"}
+    if labels.get("organization"):  # equal within a case, different from every other case
+        labels["organization"] = f"{labels['organization']}-case-{index}"
     return {k: v for k, v in labels.items() if v != ""} if as_stored else labels
 
 
