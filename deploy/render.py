@@ -403,7 +403,8 @@ class Links(NamedTuple):
 
 #: Durations and counts in annotation text: "N [noun] per <duration>" is a count in a window,
 #: a lone duration (5m, 1h) a window; both are divided by the factor.
-_TEXT_TIME = re.compile(r"(?<![\w.])(?:(?P<count>\d+(?:\.\d+)?)(?P<noun> [a-z]+)? per (?P<window>(?:\d+(?:ms|[ywdhms]))+)"
+_TEXT_TIME = re.compile(r"(?<![\w.])(?:(?P<count>\d+(?:\.\d+)?)(?P<noun> [a-z]+)? "
+                        r"per (?P<window>(?:\d+(?:ms|[ywdhms]))+)"
                         r"|(?P<duration>(?:\d+(?:ms|[ywdhms]))+))(?![\w])")
 _TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 
@@ -458,7 +459,8 @@ def render_rule_file(text: str, *, factor: float = 1, links: Links | None = None
         if not match or line.lstrip().startswith("#"):
             out.append(line)
             continue
-        indent, key, value = match.group("indent") + (match.group("dash") or ""), match.group("key"), match.group("value")
+        indent = match.group("indent") + (match.group("dash") or "")
+        key, value = match.group("key"), match.group("value")
         where = f"{source}:{index}"
         if key == "name" and match.group("dash"):
             group, alert = value, ""

@@ -384,7 +384,8 @@ class MonitorConfig:
         "`sandbox` or `production`: the `daraja_environment` label of `mpesa_daraja_environment_info`; "
         "empty: read from the Daraja base URL's host.")
     app_version_header: str = setting(
-        "X-App-Version", _header, "Request header carrying the mobile app's version (`mpesa_mobile_app_requests_total`).")
+        "X-App-Version", _header,
+        "Request header carrying the mobile app's version (`mpesa_mobile_app_requests_total`).")
     app_versions: frozenset[str] = setting(
         frozenset(), _app_versions,
         "Allowed mobile app versions (others count as `other`); empty: any well-formed version, bounded.")

@@ -241,7 +241,9 @@ class MPesaMonitor:
 
         return decorate
 
-    def _count_validation(self, response: Any, kwargs: dict[str, Any], organization_arg: str | None, seconds: float) -> None:
+    def _count_validation(
+        self, response: Any, kwargs: dict[str, Any], organization_arg: str | None, seconds: float
+    ) -> None:
         names = (organization_arg,) if organization_arg else ("org_id", "organization_id")
         organization = next((kwargs[n] for n in names if n in kwargs), None)
         if organization is None:

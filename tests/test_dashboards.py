@@ -4,8 +4,9 @@ Offline checks: the JSON is what deploy/grafana/build_dashboards.py generates wi
 grafana-foundation-sdk, each file loads back through the SDK's typed models unchanged (the
 wheel ships no JSON schema: its models are the schema), the schema version is the SDK's,
 uids are the ones alerts and docs link to, every datasource reference goes through the
-``$datasource`` variable of a provisioned datasource type, every query parses in Prometheus' own parser (promtool, through a temporary
-rule file) and names only metrics the extension exports, our recording rules or ``up``.
+``$datasource`` variable of a provisioned datasource type, every query parses in
+Prometheus' own parser (promtool, through a temporary rule file) and names only metrics
+the extension exports, our recording rules or ``up``.
 Whether each panel returns data is the end-to-end test's job (it reuses
 tests/dashboard_queries.py).
 """

@@ -403,8 +403,8 @@ def test_render_sets_the_app_job_in_the_scrape_config_and_the_rules(tmp_path: Pa
     password = tmp_path / "prometheus_password"
     password.write_text("s3cret-pass\n")
     out = tmp_path / "rendered"
-    assert render.main(_render_args(out, password, job="payments-api", **{"grafana-url": "https://g.example/",
-                                                                          "runbook-url": "https://rb.example/r.md"})) == 0
+    links = {"grafana-url": "https://g.example/", "runbook-url": "https://rb.example/r.md"}
+    assert render.main(_render_args(out, password, job="payments-api", **links)) == 0
     jobs = [job["job_name"] for job in yaml.safe_load((out / "prometheus.yml").read_text())["scrape_configs"]]
     assert "payments-api" in jobs and "mpesa-mcp" not in jobs
     app = yaml.safe_load((out / "rules" / "app.yml").read_text())

@@ -41,7 +41,8 @@ VALUES = {"organization": ("acme", "unknown"), "outcome": ("provider_error", "ti
           "result": ("failure", "success"), "type": ("stk_push", "c2b", "b2c"), "severity": ("high", "critical"),
           "operation": ("stk_push", "b2c"), "check": ("database", "mpesa_api"), "ip": ("203.0.113.7",),
           "currency": ("KES",), "state": ("in_use",), "limit": ("per_minute",), "method": ("POST",),
-          "endpoint": ("payments.stk_push",), "event_type": ("cross_tenant_access", "callback_unmatched", "invalid_callback"), "label": ("endpoint",),
+          "endpoint": ("payments.stk_push",), "label": ("endpoint",),
+          "event_type": ("cross_tenant_access", "callback_unmatched", "invalid_callback"),
           "tool": ("stk_push",), "version": ("0",), "python_version": ("3",), "alertname": ("X",),
           "channel": ("slack",)}
 STATUS = {"mpesa_mcp_requests_total": ("200", "502"), "mpesa_token_refreshes_total": ("failure", "success")}

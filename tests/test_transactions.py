@@ -131,8 +131,10 @@ def test_record_transaction_revenue_only_for_collections(monitor):
     "kwargs, message",
     [({}, "outcome or a result_code"), ({"outcome": "great"}, "Unknown outcome"),
      ({"outcome": "success", "amount": -5}, "between 0"),
-     ({"outcome": "success", "amount": float("inf")}, "finite"), ({"outcome": "success", "amount": 1e308}, "finite"),
-     ({"outcome": "success", "amount": float("nan")}, "finite"), ({"outcome": "success", "currency": "shillings"}, "ISO 4217")],
+     ({"outcome": "success", "amount": float("inf")}, "finite"),
+     ({"outcome": "success", "amount": 1e308}, "finite"),
+     ({"outcome": "success", "amount": float("nan")}, "finite"),
+     ({"outcome": "success", "currency": "shillings"}, "ISO 4217")],
 )
 def test_record_transaction_bad_input(monitor, kwargs, message):
     with pytest.raises(ValueError, match=message):

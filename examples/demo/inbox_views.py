@@ -154,7 +154,8 @@ def _inline(text: str) -> str:
     for match in _INLINE.finditer(text):
         out.append(html.escape(text[last:match.start()]))
         code, strong = match.groups()
-        out.append(f"<code>{html.escape(code)}</code>" if code is not None else f"<strong>{html.escape(strong)}</strong>")
+        out.append(f"<code>{html.escape(code)}</code>" if code is not None
+                   else f"<strong>{html.escape(strong)}</strong>")
         last = match.end()
     return "".join(out) + html.escape(text[last:])
 
