@@ -237,7 +237,7 @@ class MPesaMonitor:
                     log.exception("could not count the C2B validation")
                 return response
 
-            return view  # type: ignore[return-value]
+            return view  # type: ignore[return-value]  # wraps() keeps the view's signature; mypy cannot see it
 
         return decorate
 
