@@ -349,10 +349,6 @@ def main(argv: list[str] | None = None) -> None:
         print(run(measure=not args.bounds_only).markdown())
 
 
-if __name__ == "__main__":
-    main()
-
-
 # --------------------------------------------------------------------------- the fault catalogue
 
 
@@ -448,3 +444,7 @@ def run_catalogue(measure: bool = True, production: bool = False) -> Result:
     result.data = {"measured": {("fast" if k else "production"): v for k, v in measured.items()}}
     result.seconds = time.monotonic() - started
     return result
+
+
+if __name__ == "__main__":
+    main()

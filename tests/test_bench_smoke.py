@@ -8,6 +8,9 @@ targets say met/missed, and the scrape baseline exposes the same series as ours.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bench import (
@@ -122,6 +125,16 @@ def test_bench_alert_latency_bounds_from_deploy():
     for bound in bounds.values():
         assert is_number(bound["best"]) and is_number(bound["worst"]) and 0 <= bound["best"] <= bound["worst"]
     assert all(t.met is None for t in result.targets)  # measure=False: nothing measured, nothing judged
+
+
+@pytest.mark.parametrize("args", [["--bounds-only"], ["--catalogue", "--bounds-only", "--production"]])
+def test_bench_alert_latency_command_line_runs(args):
+    """The benchmark as its docstring says to run it: a fresh interpreter, every option it
+    documents, so a name defined after the ``__main__`` guard shows here."""
+    result = subprocess.run([sys.executable, "-m", "bench.bench_alert_latency", *args], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "| DatabaseDown |" in result.stdout or "| database_down | DatabaseDown" in result.stdout
 
 
 def test_bench_alert_latency_route_follows_alertmanager_rules():
