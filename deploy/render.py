@@ -40,6 +40,7 @@ Usage (deploy-monitoring.sh passes the settings)::
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import re
@@ -523,6 +524,83 @@ def render_rules(out: Path, *, factor: float = 1, links: Links | None = None, jo
     for path, text in rendered.items():
         write_file(path, text)
     return list(rendered)
+
+
+# --------------------------------------------------------------------------- runbooks page
+
+
+def heading_anchor(text: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as
+    ``-``. An alert's section (``## MPesaMCPDown``) is the alert name in lower case, which
+    is what :meth:`Links.runbook` and the app's alerts append."""
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*")
+
+
+def _inline(text: str) -> str:
+    out, last = [], 0
+    for match in _INLINE.finditer(text):
+        out.append(html.escape(text[last:match.start()]))
+        code, strong = match.groups()
+        out.append(f"<code>{html.escape(code)}</code>" if code is not None
+                   else f"<strong>{html.escape(strong)}</strong>")
+        last = match.end()
+    return "".join(out) + html.escape(text[last:])
+
+
+def markdown_html(text: str) -> str:
+    """The Markdown the runbooks use as HTML: headings with anchors, fenced code, ``-``
+    lists and paragraphs, inline code and bold; anything else stays escaped text.
+
+    Why a small converter of our own: the monitoring host runs this with a bare python3
+    (no Markdown package), and the runbooks use only these forms. The local stack's
+    inbox serves this HTML at ``/runbooks``.
+    """
+    parts: list[str] = []
+    block: list[str] = []
+    code: list[str] | None = None
+
+    def flush() -> None:
+        if block and block[0].startswith("- "):
+            items: list[str] = []
+            for line in block:
+                if line.startswith("- "):
+                    items.append(line[2:])
+                else:
+                    items[-1] += " " + line.strip()
+            parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul>")
+        elif block:
+            parts.append(f"<p>{_inline(' '.join(line.strip() for line in block))}</p>")
+        block.clear()
+
+    for line in text.splitlines():
+        heading = re.match(r"(#{1,6}) (.+)$", line)
+        if code is not None:
+            if line.startswith("```"):
+                parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
+                code = None
+            else:
+                code.append(line)
+        elif line.startswith("```"):
+            flush()
+            code = []
+        elif heading:
+            flush()
+            level, title = len(heading.group(1)), heading.group(2)
+            parts.append(f'<h{level} id="{html.escape(heading_anchor(title))}">{_inline(title)}</h{level}>')
+        elif not line.strip():
+            flush()
+        else:
+            in_list = bool(block) and block[0].startswith("- ")
+            if block and (line.startswith("- ") != in_list) and not (in_list and line.startswith(" ")):
+                flush()  # a list right after a paragraph, or a paragraph right after a list
+            block.append(line)
+    flush()
+    if code is not None:
+        parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- SLO windows

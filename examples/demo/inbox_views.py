@@ -9,7 +9,8 @@ The Alertmanager page lists the current alerts and silences from Alertmanager's 
 ``/runbooks`` serves docs/runbooks.md with an anchor per section, so the ``runbook_url``
 of the local stack's alerts (``<inbox>/runbooks#<alertname in lower case>``) opens in any
 browser: a ``file://`` link to the checkout opens only on this machine, and only some
-browsers follow it from a page served over HTTP.
+browsers follow it from a page served over HTTP. The HTML comes from deploy/render.py's
+``markdown_html`` (standard library only, so the deploy's render can use it too).
 
 Which graph page a Prometheus serves depends on its build (Debian's 2.42 has only the
 classic UI under ``/classic/``; 3.x serves ``/query``): :class:`PrometheusPages` asks the
@@ -19,13 +20,13 @@ server once and remembers the answer.
 from __future__ import annotations
 
 import html
-import re
 import threading
 from typing import Any
 
 import requests
 from flask import Blueprint, Response, current_app, request
 
+from deploy.render import markdown_html
 from examples.demo import dashboards as dashboard_files
 
 _STYLE = """body{font-family:sans-serif;margin:1em;max-width:1200px}
@@ -137,75 +138,6 @@ def dashboards_view() -> Response:
             parts.append(f'<div class="panel"><h3>{html.escape(panel.title)}</h3>'
                          f'<p class="muted">{html.escape(panel.description)}</p><ul>{"".join(links)}</ul></div>')
     return Response(page("dashboards", "".join(parts)), mimetype="text/html")
-
-
-def heading_anchor(text: str) -> str:
-    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as
-    ``-``. An alert's section (``## MPesaMCPDown``) is the alert name in lower case, which
-    is what deploy/render.py's ``Links.runbook`` and the app's alerts append."""
-    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
-
-
-_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*")
-
-
-def _inline(text: str) -> str:
-    out, last = [], 0
-    for match in _INLINE.finditer(text):
-        out.append(html.escape(text[last:match.start()]))
-        code, strong = match.groups()
-        out.append(f"<code>{html.escape(code)}</code>" if code is not None
-                   else f"<strong>{html.escape(strong)}</strong>")
-        last = match.end()
-    return "".join(out) + html.escape(text[last:])
-
-
-def markdown_html(text: str) -> str:
-    """The Markdown the runbooks use as HTML: headings with anchors, fenced code, ``-``
-    lists and paragraphs, inline code and bold; anything else stays escaped text."""
-    parts: list[str] = []
-    block: list[str] = []
-    code: list[str] | None = None
-
-    def flush() -> None:
-        if block and block[0].startswith("- "):
-            items: list[str] = []
-            for line in block:
-                if line.startswith("- "):
-                    items.append(line[2:])
-                else:
-                    items[-1] += " " + line.strip()
-            parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul>")
-        elif block:
-            parts.append(f"<p>{_inline(' '.join(line.strip() for line in block))}</p>")
-        block.clear()
-
-    for line in text.splitlines():
-        heading = re.match(r"(#{1,6}) (.+)$", line)
-        if code is not None:
-            if line.startswith("```"):
-                parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
-                code = None
-            else:
-                code.append(line)
-        elif line.startswith("```"):
-            flush()
-            code = []
-        elif heading:
-            flush()
-            level, title = len(heading.group(1)), heading.group(2)
-            parts.append(f'<h{level} id="{html.escape(heading_anchor(title))}">{_inline(title)}</h{level}>')
-        elif not line.strip():
-            flush()
-        else:
-            in_list = bool(block) and block[0].startswith("- ")
-            if block and (line.startswith("- ") != in_list) and not (in_list and line.startswith(" ")):
-                flush()  # a list right after a paragraph, or a paragraph right after a list
-            block.append(line)
-    flush()
-    if code is not None:
-        parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
-    return "".join(parts)
 
 
 @blueprint.get("/runbooks")
