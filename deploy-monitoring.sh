@@ -382,6 +382,7 @@ render_files() {
     --email-to-critical "$(setting ALERTMANAGER_EMAIL_TO_CRITICAL)" \
     --email-to-high "$(setting ALERTMANAGER_EMAIL_TO_HIGH)" \
     --watchdog-url "$(setting ALERTMANAGER_WATCHDOG_URL)" \
+    --prometheus-url "$(setting PROMETHEUS_EXTERNAL_URL)" \
     --grafana-url "$(setting GRAFANA_ROOT_URL)" \
     --runbook-url "$(setting MPESA_RUNBOOK_URL)" \
     --job "$(setting MPESA_APP_JOB)"
@@ -406,10 +407,12 @@ render_files() {
 # A digest of every file the containers read through bind mounts (secrets included,
 # hashed, never shown). Compose cannot see a changed file behind a mount; the digest is
 # a label of every service, so a change recreates them and they read the new files.
-# Targets and dashboards are left out: Prometheus and Grafana reload those by themselves.
+# Targets, dashboards and the runbooks page are left out: Prometheus and Grafana reload
+# the first two by themselves, and Prometheus reads a console template at each request.
 config_digest() {
   find "$SECRETS_DIR" deploy/prometheus/rules deploy/alertmanager/templates \
-    deploy/grafana/provisioning -path "$RENDER_DIR/targets" -prune -o -type f -print0 | LC_ALL=C sort -z |
+    deploy/grafana/provisioning \( -path "$RENDER_DIR/targets" -o -path "$RENDER_DIR/consoles" \) -prune \
+    -o -type f -print0 | LC_ALL=C sort -z |
     xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
@@ -557,12 +560,22 @@ verify() {
     failed+=("Prometheus scrapes $up_count of $want app targets")
   fi
 
-  # Not a failure: the page may sit behind a login this host does not have.
+  # MPESA_RUNBOOK_URL empty: the page this Prometheus serves (deploy/render.py's
+  # RUNBOOK_CONSOLE), which must answer, with a section per alert. Set: not a failure
+  # when it does not answer, the page may sit behind a login this host does not have.
   say "== the runbooks every alert links"
-  local runbooks
+  local runbooks page
   runbooks="$(setting MPESA_RUNBOOK_URL)"
   if [ -z "$runbooks" ]; then
-    say "   WARN  MPESA_RUNBOOK_URL is empty: alerts link docs/runbooks.md of this checkout (file://), which opens on this host only"
+    runbooks="$(setting PROMETHEUS_EXTERNAL_URL)"
+    runbooks="${runbooks%/}/consoles/runbooks.html"
+    page="$(prometheus_curl "http://127.0.0.1:$pport/consoles/runbooks.html" 2>/dev/null || true)"
+    if [[ "$page" == *'id="watchdog"'* ]]; then
+      say "   ok    runbooks  served by Prometheus (basic auth), linked as $runbooks"
+    else
+      say "   FAIL  runbooks  http://127.0.0.1:$pport/consoles/runbooks.html is not the runbooks page"
+      failed+=("Prometheus does not serve the runbooks at /consoles/runbooks.html (docker-compose logs prometheus)")
+    fi
   elif curl -fsS --max-time 5 -o /dev/null "$runbooks"; then
     say "   ok    runbooks  $runbooks"
   else

@@ -19,6 +19,9 @@ tests read them as they are); every rendered file goes under the output director
 ``rules/*.yml``                     deploy/prometheus/rules: MPESA_SLO_OBJECTIVE, every
                                     alert's runbook_url (MPESA_RUNBOOK_URL) and
                                     dashboard_url (GRAFANA_ROOT_URL), the job selector
+``consoles/runbooks.html``          docs/runbooks.md as HTML, a console template that
+                                    Prometheus serves: the alerts' runbook page unless
+                                    MPESA_RUNBOOK_URL names another
 ==================================  ===============================================
 
 Standard library only (a bare monitoring host has no PyYAML): the templates mark the
@@ -354,7 +357,11 @@ FAST_FACTOR = 15
 DEFAULT_JOB = "mpesa-mcp"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 #: The runbooks shipped with the stack; ``#<alertname in lower case>`` is a section.
-DEFAULT_RUNBOOK_URL = (ROOT / "docs" / "runbooks.md").as_uri()
+RUNBOOKS_MD = ROOT / "docs" / "runbooks.md"
+#: The runbook base of renders whose links nobody opens (``rules`` for a check, the
+#: benchmarks): the checkout's file, which opens on this host only. The compose deploy
+#: links the page its Prometheus serves instead (:func:`console_runbook_url`).
+CHECKOUT_RUNBOOK_URL = RUNBOOKS_MD.as_uri()
 #: The dashboard each rule group's alerts link to, and whether an alert that carries
 #: ``organization`` links the organization dashboard of that organization instead.
 GROUP_DASHBOARDS: dict[str, tuple[str, bool]] = {
@@ -377,7 +384,7 @@ class Links(NamedTuple):
     dashboards view (``<url>#<uid>``, where Grafana is absent); None: no dashboard links.
     """
 
-    runbooks: str = DEFAULT_RUNBOOK_URL
+    runbooks: str = CHECKOUT_RUNBOOK_URL
     dashboards: str | None = None
     style: str = "grafana"
 
@@ -528,6 +535,20 @@ def render_rules(out: Path, *, factor: float = 1, links: Links | None = None, jo
 
 # --------------------------------------------------------------------------- runbooks page
 
+#: Where the compose stack's Prometheus serves docs/runbooks.md, under its external URL:
+#: the rendered ``consoles/runbooks.html``, a console template (``--web.console.templates``
+#: of docker-compose.monitoring.yml), behind the basic auth the on-call has already.
+RUNBOOK_CONSOLE = "consoles/runbooks.html"
+_RUNBOOKS_STYLE = ("body{font-family:sans-serif;margin:1em auto;max-width:60em;padding:0 1em}"
+                   "pre,code{white-space:pre-wrap;overflow-wrap:anywhere}pre{background:#f4f4f4;padding:.5em}"
+                   ".muted{color:#666}")
+
+
+def console_runbook_url(prometheus_url: str) -> str:
+    """The runbooks page the compose stack's Prometheus serves at ``prometheus_url`` (its
+    external URL, PROMETHEUS_EXTERNAL_URL): the default base of every alert's runbook_url."""
+    return f"{prometheus_url.rstrip('/')}/{RUNBOOK_CONSOLE}"
+
 
 def heading_anchor(text: str) -> str:
     """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as
@@ -556,7 +577,7 @@ def markdown_html(text: str) -> str:
 
     Why a small converter of our own: the monitoring host runs this with a bare python3
     (no Markdown package), and the runbooks use only these forms. The local stack's
-    inbox serves this HTML at ``/runbooks``.
+    inbox serves the same HTML at ``/runbooks``, so both places show the same anchors.
     """
     parts: list[str] = []
     block: list[str] = []
@@ -601,6 +622,27 @@ def markdown_html(text: str) -> str:
     if code is not None:
         parts.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
     return "".join(parts)
+
+
+def go_template_literal(text: str) -> str:
+    """``text`` as a Go template that prints it unchanged: every ``{{`` becomes the action
+    ``{{"{{"}}``, which prints two braces (a lone ``}}`` outside an action is plain text).
+
+    Why: Prometheus executes a console template, so a runbook quoting an alert template
+    (``{{ $labels.organization }}``) would otherwise be run, or break the whole page.
+    """
+    return text.replace("{{", '{{"{{"}}')
+
+
+def render_runbooks_console(markdown: str) -> str:
+    """docs/runbooks.md as the console template ``consoles/runbooks.html``: one HTML page,
+    an ``id`` per heading (``#<alertname in lower case>``), nothing Go would interpret."""
+    page = ('<!doctype html><html><head><meta charset="utf-8"><title>Runbooks: flask-mpesa-monitor</title>'
+            f"<style>{_RUNBOOKS_STYLE}</style></head><body>"
+            '<p class="muted">docs/runbooks.md of flask-mpesa-monitor, rendered by deploy-monitoring.sh '
+            "(deploy/render.py): edit that file and deploy again.</p>"
+            f"{markdown_html(markdown)}</body></html>\n")
+    return go_template_literal(page)
 
 
 # --------------------------------------------------------------------------- SLO windows
@@ -667,12 +709,14 @@ def slo_windows_yaml() -> str:
 
 def render_all(out: Path, *, targets: str, slo_objective: str, prometheus_user: str, prometheus_password_file: Path,
                smtp_from: str, smtp_smarthost: str, smtp_username: str, smtp_require_tls: str,
-               email_to_critical: str, email_to_high: str, watchdog_url: str, grafana_url: str = "",
-               runbook_url: str = "", job: str = DEFAULT_JOB) -> list[tuple[Path, str]]:
+               email_to_critical: str, email_to_high: str, watchdog_url: str, prometheus_url: str,
+               grafana_url: str = "", runbook_url: str = "", job: str = DEFAULT_JOB) -> list[tuple[Path, str]]:
     """Render every generated file under ``out``; ``(path, what it holds)`` for each.
 
-    Everything is rendered in memory first, so a template problem leaves the files of
-    the previous render as they were.
+    The alerts link ``runbook_url`` (MPESA_RUNBOOK_URL), or when it is empty the runbooks
+    page rendered here and served by the stack's own Prometheus at ``prometheus_url``
+    (PROMETHEUS_EXTERNAL_URL). Everything is rendered in memory first, so a template
+    problem leaves the files of the previous render as they were.
     """
     password = prometheus_password_file.read_text(encoding="utf-8").strip()
     web_path = out / "prometheus-web.yml"
@@ -680,7 +724,7 @@ def render_all(out: Path, *, targets: str, slo_objective: str, prometheus_user: 
     hashed = bcrypt_hash(password, prometheus_user, existing_hash(old_web, prometheus_user))
     target_list = split_targets(targets)
     job = job or DEFAULT_JOB
-    links = Links(runbooks=runbook_url or DEFAULT_RUNBOOK_URL, dashboards=grafana_url or None)
+    links = Links(runbooks=runbook_url or console_runbook_url(prometheus_url), dashboards=grafana_url or None)
     rules = {path.name: render_rule_file(path.read_text(encoding="utf-8"), links=links, job=job,
                                          slo_objective=slo_objective if path.name == "slo-objective.yml" else None,
                                          source=str(path))
@@ -705,6 +749,8 @@ def render_all(out: Path, *, targets: str, slo_objective: str, prometheus_user: 
                        replace={WATCHDOG_PLACEHOLDER: watchdog_url},
                        source="deploy/alertmanager/alertmanager.yml"),
          "SMTP, e-mail recipients, watchdog URL"),
+        (out / RUNBOOK_CONSOLE, render_runbooks_console(RUNBOOKS_MD.read_text(encoding="utf-8")),
+         f"docs/runbooks.md for Prometheus' consoles, at {console_runbook_url(prometheus_url)}"),
     ]
     out.mkdir(parents=True, exist_ok=True)
     for stale in set((out / "rules").glob("*.yml")) - {path for path, _, _ in files}:
@@ -730,11 +776,13 @@ def main(argv: list[str] | None = None) -> int:
                           ("--smtp-require-tls", "ALERTMANAGER_SMTP_REQUIRE_TLS"),
                           ("--email-to-critical", "ALERTMANAGER_EMAIL_TO_CRITICAL"),
                           ("--email-to-high", "ALERTMANAGER_EMAIL_TO_HIGH"),
-                          ("--watchdog-url", "ALERTMANAGER_WATCHDOG_URL")):
+                          ("--watchdog-url", "ALERTMANAGER_WATCHDOG_URL"),
+                          ("--prometheus-url", "PROMETHEUS_EXTERNAL_URL")):
         render.add_argument(flag, required=True, help=setting)
     render.add_argument("--prometheus-password-file", type=Path, required=True)
     render.add_argument("--grafana-url", default="", help="GRAFANA_ROOT_URL: dashboard links of the alerts")
-    render.add_argument("--runbook-url", default="", help=f"MPESA_RUNBOOK_URL (default {DEFAULT_RUNBOOK_URL})")
+    render.add_argument("--runbook-url", default="",
+                        help=f"MPESA_RUNBOOK_URL (default: <--prometheus-url>/{RUNBOOK_CONSOLE}, rendered here)")
     render.add_argument("--job", default=DEFAULT_JOB, help="MPESA_APP_JOB: the app's scrape job")
     rules = commands.add_parser("rules", help="render only the rule files into --out (e.g. to check them)")
     rules.add_argument("--out", type=Path, required=True)
@@ -756,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rules":
         try:
             written_rules = render_rules(args.out, factor=args.factor, job=args.job, links=Links(
-                runbooks=args.runbook_url or DEFAULT_RUNBOOK_URL, dashboards=args.grafana_url or None))
+                runbooks=args.runbook_url or CHECKOUT_RUNBOOK_URL, dashboards=args.grafana_url or None))
         except (RenderError, OSError) as exc:
             print(f"render: {exc}", file=sys.stderr)
             return 1

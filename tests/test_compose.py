@@ -222,6 +222,13 @@ def test_compose_prometheus_has_basic_auth_and_retention_settings() -> None:
     assert Path(mounts["/etc/prometheus/targets"]) == ROOT / "deploy/secrets/rendered/targets"
     # Every rule file is rendered (SLO objective, alert links from the settings).
     assert Path(mounts["/etc/prometheus/rules"]) == ROOT / "deploy/secrets/rendered/rules"
+    # The runbooks page the alerts link by default: the rendered console template.
+    from examples.demo.localstack import render
+
+    consoles = ROOT / "deploy/secrets/rendered" / Path(render.RUNBOOK_CONSOLE).parent
+    assert Path(mounts["/etc/prometheus/consoles"]) == consoles
+    assert "--web.console.templates=/etc/prometheus/consoles" in command
+    assert "--web.console.libraries=/etc/prometheus/consoles" in command
 
 
 def test_compose_example_env_lists_every_variable() -> None:
@@ -482,10 +489,12 @@ def auth_prometheus_factory(tmp_path_factory: pytest.TempPathFactory
 
 
 def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer],
-                app_status: int, **settings: str) -> tuple[subprocess.CompletedProcess[str], RecordingHTTPServer,
-                                                           RecordingHTTPServer, Path]:
+                app_status: int, runbooks_page: bool = True,
+                **settings: str) -> tuple[subprocess.CompletedProcess[str], RecordingHTTPServer,
+                                          RecordingHTTPServer, Path]:
     """A full default run: refusal check, --check, render, (fake) up, verify; ``settings``
-    override the example file's."""
+    override the example file's. The fake Prometheus serves the runbooks page unless
+    ``runbooks_page`` is false."""
     repo = _copy_repo(tmp_path)
     _write_secrets(repo)
     bin_dir, log = _fake_docker(tmp_path)
@@ -494,6 +503,8 @@ def _verify_run(tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer
         "status": "success",
         "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}})
     services.set_response("/metrics", 200, "# exporter\npg_up 1\n")
+    if runbooks_page:
+        services.set_response("/consoles/runbooks.html", 200, '<h2 id="watchdog">Watchdog</h2>')
     app = http_recorder()
     app.set_response("/health", app_status, {"status": "healthy" if app_status == 200
                                               else "unhealthy"})
@@ -550,12 +561,29 @@ def test_deploy_asks_prometheus_about_the_job_the_render_uses() -> None:
 
 def test_deploy_verify_fails_when_the_app_is_unhealthy(
         tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer]) -> None:
-    result, _services, app, _log = _verify_run(tmp_path, http_recorder, 503)
+    result, services, app, _log = _verify_run(tmp_path, http_recorder, 503)
     assert result.returncode == 1
     assert f"app 127.0.0.1:{app.port} /health" in result.stderr
     assert app.received("/health")
-    # MPESA_RUNBOOK_URL empty (the example's): alerts link this checkout's file, said so.
-    assert "WARN  MPESA_RUNBOOK_URL is empty" in result.stdout
+    # MPESA_RUNBOOK_URL empty (the example's): alerts link the page Prometheus serves,
+    # asked for through its basic auth.
+    (page,) = services.received("/consoles/runbooks.html")
+    assert page.headers["authorization"].startswith("Basic ")
+    assert ("ok    runbooks  served by Prometheus (basic auth), linked as "
+            "http://localhost:9090/consoles/runbooks.html") in result.stdout
+
+
+def test_deploy_verify_fails_when_prometheus_does_not_serve_the_runbooks(
+        tmp_path: Path, http_recorder: Callable[..., RecordingHTTPServer]) -> None:
+    """The default runbook links point into the stack itself: a page it does not serve
+    is a failed deploy, not a warning."""
+    result, services, _app, _log = _verify_run(tmp_path, http_recorder, 200, runbooks_page=False)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert services.received("/consoles/runbooks.html")
+    assert "FAIL  runbooks" in result.stdout
+    assert "Prometheus does not serve the runbooks at /consoles/runbooks.html" in result.stderr
+    rendered = (tmp_path / "repo" / "deploy/secrets/rendered/rules/app.yml").read_text()
+    assert '"http://localhost:9090/consoles/runbooks.html#mpesamcpdown"' in rendered
 
 
 def test_deploy_runs_the_checks_first_and_starts_nothing_when_one_fails(

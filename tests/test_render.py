@@ -16,11 +16,15 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import requests
 import yaml
+
+from examples.demo.servers import PrometheusServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "deploy" / "render.py"
@@ -131,7 +135,8 @@ def _render_args(out: Path, password_file: Path, **overrides: str) -> list[str]:
     settings = {"targets": "app:5000", "slo-objective": "0.995", "prometheus-user": "reader",
                 "smtp-from": "am@example.org", "smtp-smarthost": "smtp.example.org:587",
                 "smtp-username": "am", "smtp-require-tls": "true", "email-to-critical": "pager@example.org",
-                "email-to-high": "team@example.org", "watchdog-url": "https://switch.example.org/ping"}
+                "email-to-high": "team@example.org", "watchdog-url": "https://switch.example.org/ping",
+                "prometheus-url": "https://prometheus.example.org/"}
     settings.update(overrides)
     args = ["render", "--out", str(out), "--prometheus-password-file", str(password_file)]
     for key, value in settings.items():
@@ -152,7 +157,7 @@ def test_render_writes_readable_files_only_under_out(tmp_path: Path, capsys: pyt
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     rules = sorted(f"rules/{path.name}" for path in (ROOT / "deploy/prometheus/rules").glob("*.yml"))
     assert written == sorted(["alertmanager.yml", "prometheus-web.yml", "prometheus.yml", *rules,
-                              "targets/mpesa-mcp.json"])
+                              "targets/mpesa-mcp.json", "consoles/runbooks.html"])
     for path in out.rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
@@ -352,9 +357,92 @@ def test_every_alert_links_its_runbook_section_and_a_dashboard_that_exists(tmp_p
     assert alerts["MPesaAPIFailures"]["annotations"]["dashboard_url"] == (
         "{{ if $labels.organization }}https://grafana.example/d/mpesa-organization?var-organization="
         "{{ $labels.organization | urlquery }}{{ else }}https://grafana.example/d/mpesa-overview{{ end }}")
-    # The default runbook base is a file that exists: the runbooks of this checkout.
+    # Renders nobody opens a link of (checks, benchmarks) link the checkout's file.
     default = render.Links().runbook("DatabaseDown")
     assert default.startswith("file://") and Path(default[len("file://"):].split("#")[0]).is_file()
+
+
+def test_deploy_render_links_the_runbooks_page_its_prometheus_serves(tmp_path: Path) -> None:
+    """MPESA_RUNBOOK_URL empty: every alert links a section of consoles/runbooks.html under
+    PROMETHEUS_EXTERNAL_URL, rendered next to the rules, with that section's anchor."""
+    password = tmp_path / "prometheus_password"
+    password.write_text("s3cret-pass\n")
+    out = tmp_path / "rendered"
+    assert render.main(_render_args(out, password, **{"prometheus-url": "https://ops.example.org/prometheus/"})) == 0
+    page = (out / "consoles" / "runbooks.html").read_text()
+    alerts = {name: rule for name, (_g, rule) in _rules(out / "rules").items() if "alert" in rule}
+    assert len(alerts) > 20
+    for name, rule in alerts.items():
+        assert rule["annotations"]["runbook_url"] == \
+            f"https://ops.example.org/prometheus/consoles/runbooks.html#{name.lower()}"
+        assert f'id="{name.lower()}"' in page, name
+    # MPESA_RUNBOOK_URL set (a wiki): it wins, and the page is rendered all the same.
+    assert render.main(_render_args(out, password, **{"runbook-url": "https://wiki.example.org/mpesa"})) == 0
+    (_g, watchdog) = _rules(out / "rules")["Watchdog"]
+    assert watchdog["annotations"]["runbook_url"] == "https://wiki.example.org/mpesa#watchdog"
+    assert (out / "consoles" / "runbooks.html").is_file()
+
+
+def test_runbooks_page_prints_go_template_actions_as_text() -> None:
+    """Prometheus executes a console template: a runbook quoting an alert template keeps
+    its braces as text, and the page has no other action than those escapes."""
+    quoted = "## Quoted\n\nThe summary says `{{ $labels.organization }}` and {{- .Value -}} }} {{{\n"
+    page = render.render_runbooks_console(quoted)
+    actions = re.findall(r"\{\{.*?\}\}", page)
+    assert actions and set(actions) == {'{{"{{"}}'}, actions
+    assert page.replace('{{"{{"}}', "{{").count("{{ $labels.organization }}") == 1
+
+
+#: A runbook section quoting Go templates, as a runbook explaining an alert's text would.
+_QUOTING_SECTION = ("\n## QuotedTemplates\n\nThe summary reads `{{ $labels.organization }}`, "
+                    "{{- .Value -}} and }} {{{\n\n```\n{{ range . }}{{ end }}\n```\n")
+
+
+def _prometheus_binary(build: str) -> str:
+    if build == "bookworm":
+        return "prometheus"  # Debian's 2.42, on PATH
+    from scripts import current_prometheus
+
+    try:
+        return str(current_prometheus.fetch().root / "usr" / "bin" / "prometheus")
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        pytest.fail(f"cannot fetch Prometheus 3.5 from Debian unstable: {exc}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", ["bookworm", "unstable"], ids=["prometheus-2.42", "prometheus-3.5"])
+def test_prometheus_serves_the_rendered_runbooks_page(build: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      prometheus_factory: Callable[..., PrometheusServer]) -> None:
+    """The deploy's render, served as the compose stack serves it (the rendered consoles
+    directory as --web.console.templates): every alert's runbook_url section is an id
+    on the page, and a runbook quoting Go templates shows them as text."""
+    runbooks = tmp_path / "runbooks.md"
+    runbooks.write_text(render.RUNBOOKS_MD.read_text() + _QUOTING_SECTION)
+    monkeypatch.setattr(render, "RUNBOOKS_MD", runbooks)
+    password = tmp_path / "prometheus_password"
+    password.write_text("s3cret-pass\n")
+    out = tmp_path / "rendered"
+    assert render.main(_render_args(out, password)) == 0
+    consoles = out / "consoles"
+    prometheus = prometheus_factory("global: {scrape_interval: 15s}\n", binary=_prometheus_binary(build),
+                                    extra_args=[f"--web.console.templates={consoles}",
+                                                f"--web.console.libraries={consoles}"])
+    answer = requests.get(f"{prometheus.url}/consoles/runbooks.html", timeout=10)
+    assert answer.status_code == 200, answer.text[:500]
+    assert answer.headers["content-type"].startswith("text/html")
+    page = answer.text
+    alerts = {name: rule for name, (_g, rule) in _rules(out / "rules").items() if "alert" in rule}
+    assert len(alerts) > 20
+    missing = []
+    for name, rule in alerts.items():
+        url, _, section = rule["annotations"]["runbook_url"].partition("#")
+        assert url == "https://prometheus.example.org/consoles/runbooks.html" and section == name.lower()
+        if f'id="{section}"' not in page:
+            missing.append(name)
+    assert not missing, f"no section on the served page for {missing}"
+    assert ('<h2 id="quotedtemplates">QuotedTemplates</h2><p>The summary reads '
+            "<code>{{ $labels.organization }}</code>, {{- .Value -}} and }} {{{</p>"
+            "<pre>{{ range . }}{{ end }}</pre>") in page
 
 
 def test_local_stack_links_point_at_the_inbox_dashboards_view(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ The Alertmanager page lists the current alerts and silences from Alertmanager's 
 of the local stack's alerts (``<inbox>/runbooks#<alertname in lower case>``) opens in any
 browser: a ``file://`` link to the checkout opens only on this machine, and only some
 browsers follow it from a page served over HTTP. The HTML comes from deploy/render.py's
-``markdown_html`` (standard library only, so the deploy's render can use it too).
+``markdown_html``, the converter that renders the compose stack's runbooks page too (a
+console template its Prometheus serves), so both show the same sections and anchors.
 
 Which graph page a Prometheus serves depends on its build (Debian's 2.42 has only the
 classic UI under ``/classic/``; 3.x serves ``/query``): :class:`PrometheusPages` asks the
