@@ -431,7 +431,8 @@ class MonitorConfig:
     runbook_url: str | None = setting(
         None, _page_url,
         "Runbook page of app-side alerts: their `runbook_url` is this plus `#<alertname in lower case>`. "
-        "Unset: no runbook link. Point it where the runbooks are served (`MPESA_RUNBOOK_URL` of the rules).")
+        "Unset: no runbook link. Point it where the runbooks are served: `MPESA_RUNBOOK_URL` of the rules, "
+        "or the compose stack's `<PROMETHEUS_EXTERNAL_URL>/consoles/runbooks.html` when that is empty.")
 
     @classmethod
     def from_mapping(cls, config: dict[str, Any]) -> MonitorConfig:
