@@ -322,6 +322,21 @@ def _run_the_stack(docker: DockerEngine, repo: Path, host: HostSide) -> None:
     expected = {p.name for p in (repo / "deploy/prometheus/rules").glob("*.yml")}
     assert expected <= rule_files, f"rules not loaded: {expected - rule_files}"
 
+    # MPESA_RUNBOOK_URL is empty: every alert links its section of the runbooks page this
+    # Prometheus serves (PROMETHEUS_EXTERNAL_URL, localhost:9090 here), behind its basic auth.
+    links = {rule["name"]: rule["annotations"]["runbook_url"]
+             for group in groups for rule in group["rules"] if rule["type"] == "alerting"}
+    assert len(links) > 20, links
+    pages = {url.partition("#")[0] for url in links.values()}
+    assert pages == {"http://localhost:9090/consoles/runbooks.html"}, pages
+    (page,) = pages
+    assert _http(page)[0] == 401, "the runbooks page without basic auth"
+    status, body = _http(page, auth=auth)
+    assert status == 200, body[:500]
+    missing = [name for name, url in links.items() if f'id="{url.partition("#")[2]}"'.encode() not in body]
+    assert not missing, f"no section on {page} for {missing}"
+    assert "ok    runbooks  served by Prometheus" in result.stdout
+
     def targets() -> list[dict[str, Any]] | None:
         status, body = _http("http://127.0.0.1:9090/api/v1/targets", auth=auth)
         active = json.loads(body)["data"]["activeTargets"] if status == 200 else []
