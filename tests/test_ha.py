@@ -91,6 +91,108 @@ def test_ha_compose_adds_a_replica_a_clustered_peer_and_victoriametrics() -> Non
     assert base["global"]["scrape_interval"] == "15s"
 
 
+#: How a second replica may differ from its primary, and nothing else may: the list the
+#: header of docker-compose.ha.yml gives. Compose 1.29 cannot share one definition between
+#: the two (YAML anchors stay inside one file; `extends` appends `ports`, so the replica
+#: would publish its primary's host port too), so the replica is a copy, and this list is
+#: what keeps it one: a pin, flag, mount, secret or limit changed on one side only fails
+#: the test below. Each entry is a value of the replica's own, which must also differ
+#: from the primary's (a copied external URL, data volume or host port is a defect too):
+#: ``command`` flag prefixes, ``environment`` names, ``volumes`` by their container path
+#: (the data volume), ``ports`` (the host port; the container port is the primary's).
+REPLICAS: dict[str, dict[str, Any]] = {
+    "prometheus-2": {
+        "primary": "prometheus",
+        "command": ("--web.external-url=",),       # PROMETHEUS_2_EXTERNAL_URL
+        "environment": ("PROMETHEUS_REPLICA",),     # PROMETHEUS_2_REPLICA, the `replica` label
+        "volumes": ("/prometheus",),                # prometheus_2_data
+        "ports": True,                              # PROMETHEUS_2_PORT
+    },
+    "alertmanager-2": {
+        "primary": "alertmanager",
+        "command": ("--web.external-url=",          # ALERTMANAGER_2_EXTERNAL_URL
+                    "--cluster.peer="),             # each peer names the other
+        "environment": (),
+        "volumes": ("/alertmanager",),              # alertmanager_2_data
+        "ports": True,                              # ALERTMANAGER_2_PORT
+    },
+}
+_OWN = "<own>"
+
+
+def _deploy_compose_files(*, prod: bool) -> list[str]:
+    """The compose files ``deploy-monitoring.sh --ha`` (``--prod --ha``) deploys: the
+    script's own ``compose_files`` and ``*_COMPOSE`` names, run by bash, so that this
+    test follows what the script gives compose rather than a list of its own."""
+    script = (ROOT / "deploy-monitoring.sh").read_text()
+    names = re.findall(r"(?m)^[A-Z_]+_COMPOSE=\S+$", script)
+    function = re.search(r"(?ms)^compose_files\(\) \{$.*?^\}$", script)
+    assert names and function, "deploy-monitoring.sh has no compose_files() or *_COMPOSE names"
+    program = "\n".join([*names, function.group(0), f"PROD={int(prod)}", "HA=1", "compose_files"])
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=30,
+                            check=True)
+    files = [line for line in result.stdout.splitlines() if line != "-f"]
+    assert "docker-compose.ha.yml" in files, files
+    return files
+
+
+def _mask_own(service: dict[str, Any], own: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``service`` (merged by compose) with the values ``own`` lists replaced by a
+    marker, and those values by where they were."""
+    masked = yaml.safe_load(yaml.safe_dump(service))   # a deep copy of plain data
+    found: dict[str, str] = {}
+    for index, arg in enumerate(masked.get("command", [])):
+        for prefix in own["command"]:
+            if arg.startswith(prefix):
+                found[f"command {prefix}"] = arg
+                masked["command"][index] = prefix + _OWN
+    for name in own["environment"]:
+        if name in masked.get("environment", {}):
+            found[f"environment {name}"] = masked["environment"][name]
+            masked["environment"][name] = _OWN
+    for index, volume in enumerate(masked.get("volumes", [])):
+        source, target, *mode = str(volume).split(":")
+        if target in own["volumes"]:
+            found[f"volume {target}"] = source
+            masked["volumes"][index] = ":".join([_OWN, target, *mode])
+    if own["ports"]:
+        for index, port in enumerate(masked.get("ports", [])):
+            host, published, target = str(port).rsplit(":", 2)   # every port names its host
+            found[f"port {target}"] = published
+            masked["ports"][index] = f"{host}:{_OWN}:{target}"
+    return masked, found
+
+
+@pytest.mark.parametrize("prod", [False, True], ids=["ha", "prod-ha"])
+def test_ha_replicas_equal_their_primaries_but_for_their_own_values(prod: bool) -> None:
+    """Each replica is its primary (image, flags, rendered mounts, secrets, environment,
+    healthcheck, limits, labels) but for :data:`REPLICAS`' own values, as deployed by
+    ``--ha`` and by ``--prod --ha``: a pin bumped on one side fails here."""
+    services = _compose(*_deploy_compose_files(prod=prod))["services"]
+    problems = []
+    for replica, own in REPLICAS.items():
+        primary = own["primary"]
+        ours, our_own = _mask_own(services[replica], own)
+        theirs, their_own = _mask_own(services[primary], own)
+        differing = {key: {replica: ours.get(key), primary: theirs.get(key)}
+                     for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)}
+        if differing:
+            problems.append(f"{replica} differs from {primary} beyond its own values:\n"
+                            + yaml.safe_dump(differing))
+        expected = len(own["command"]) + len(own["environment"]) + len(own["volumes"])
+        if set(our_own) != set(their_own) or len(our_own) < expected:
+            problems.append(f"{replica} and {primary} lack own values REPLICAS lists: "
+                            f"{sorted(our_own)} / {sorted(their_own)}")
+        copied = [our_own[key] for key in our_own if our_own[key] == their_own.get(key)]
+        if copied:
+            problems.append(f"{replica} has {primary}'s own values: {copied}")
+    assert not problems, "\n".join(problems)
+    if prod:
+        # docker-compose.prod.yml's environment label on every service, the HA ones too.
+        for name, service in services.items():
+            assert service["labels"].get("com.mpesa-monitor.environment") == "production", name
+
+
 def test_ha_render_sends_to_both_alertmanagers_and_writes_without_replica(tmp_path: Path) -> None:
     out = tmp_path / "prometheus.yml"
     subprocess.run(["python3", str(ROOT / "deploy" / "prometheus" / "render_ha.py"),
