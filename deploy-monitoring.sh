@@ -75,6 +75,7 @@ node-exporter, postgres-exporter) with docker-compose.
   --ha             the HA layout (docker-compose.ha.yml): two Prometheus replicas, two
                    clustered Alertmanagers, VictoriaMetrics as long-term store (both
                    replicas remote_write to it); with --check, also validates it.
+                   With --prod, also docker-compose.prod-ha.yml.
   --env-file FILE  settings file (default: .env.monitoring; --check falls back to
                    .env.monitoring.example when it does not exist).
   --local [ARGS]   run the stack without Docker from Debian's binaries, with the demo
@@ -271,6 +272,8 @@ compose_files() {
   printf '%s\n' -f "$BASE_COMPOSE"
   if [ "$PROD" = 1 ]; then printf '%s\n' -f "$PROD_COMPOSE"; fi
   if [ "$HA" = 1 ]; then printf '%s\n' -f "$HA_COMPOSE"; fi
+  # What the production file does to the primaries, done to the HA services.
+  if [ "$PROD" = 1 ] && [ "$HA" = 1 ]; then printf '%s\n' -f "$PROD_HA_COMPOSE"; fi
 }
 
 compose() {
@@ -597,6 +600,7 @@ verify() {
 # replicas (each sets its own PROMETHEUS_REPLICA); deploy/prometheus/render_ha.py adds
 # the second Alertmanager and the remote_write block to it.
 HA_COMPOSE="docker-compose.ha.yml"
+PROD_HA_COMPOSE="docker-compose.prod-ha.yml"
 HA_SETTINGS=(PROMETHEUS_2_REPLICA PROMETHEUS_2_EXTERNAL_URL ALERTMANAGER_2_EXTERNAL_URL)
 HA_SERVICES=(prometheus-2 alertmanager-2 victoria-metrics)
 
