@@ -76,7 +76,8 @@ def test_ha_compose_adds_a_replica_a_clustered_peer_and_victoriametrics() -> Non
         assert "--cluster.listen-address=0.0.0.0:9094" in command, name
         assert f"--cluster.peer={peer}:9094" in command, name
     vm = services["victoria-metrics"]
-    assert re.fullmatch(r"victoriametrics/victoria-metrics:v1\.79\.\d+", vm["image"])
+    # The community image of a long-term-support line (docker-compose.ha.yml says which).
+    assert re.fullmatch(r"victoriametrics/victoria-metrics:v1\.148\.\d+", vm["image"])
     assert "-dedup.minScrapeInterval=15s" in vm["command"]  # the scrape interval of prometheus.yml
     for name in ("prometheus-2", "alertmanager-2", "victoria-metrics"):
         service = services[name]
