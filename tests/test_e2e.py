@@ -15,7 +15,8 @@ The whole catalogue runs once, on one stack, in the order of ``faults.SCHEDULE``
 faults that do not interfere together (group "tenants"), the database faults while
 Daraja's outage waits for its resolutions, the app's own outage when nothing else waits.
 Each group's test then checks that group's pages, resolutions (the app-side alerts'
-late ones included) and what else paged meanwhile.
+late ones included) and what else paged meanwhile. The soak (tests/test_soak.py) runs
+on a stack of its own beside this one when the session has both.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def disk(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, disk):
+def stack(tmp_path_factory, disk, soak_alongside):
     disk_path, _ = disk
     stack = LocalStack(tmp_path_factory.mktemp("local-stack"), fast=True, database="postgres",
                        app_env=catalogue.app_env(disk_path, fast=True),
