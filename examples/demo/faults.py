@@ -354,7 +354,8 @@ FAULTS: tuple[Fault, ...] = (
           lambda c: c.fill_disk(0.95), lambda c: c.empty_disk(),
           (Expect("HighResourceUsage", "medium", signal="gauge", health=True, text="running out of disk"),),
           group="tenants", needs="disk"),
-    # ---- faults of the whole app or of Daraja for everyone: one at a time
+    # ---- faults of the whole app or of Daraja for everyone: one group at a time (SCHEDULE
+    # starts the database faults while Daraja's outage waits for its resolutions)
     Fault("daraja_down", "simulator: down true (every Daraja endpoint answers 503)", "simulator: down false",
           lambda c: c.sim({"down": True}), lambda c: c.sim({"down": False}),
           tuple(Expect("MPesaAPIFailures", "critical", org) for org in BACKGROUND_ORGS)
