@@ -91,6 +91,16 @@ class HostReadings:
                    for ts, values in self.samples)
 
 
+def _stop_when(stop: threading.Event, finished: threading.Event, action: Any) -> None:
+    """Call ``action`` once ``stop`` is set, unless ``finished`` comes first."""
+    for _ in range(1_000_000):  # bounded; ends with either event
+        if finished.wait(0.5):
+            return
+        if stop.is_set():
+            action()
+            return
+
+
 def _resource_of(message: dict[str, Any]) -> str | None:
     text = message.get("text", "").lower()
     found = [r for r in THRESHOLDS if r in text]
@@ -98,8 +108,13 @@ def _resource_of(message: dict[str, Any]) -> str | None:
 
 
 def soak(seconds: float, fast: bool = True, rps: float = 5.0, state_dir: Path | None = None,
-         log: Any = print) -> SoakReport:
-    """Run the local stack with normal traffic for ``seconds``; classify every notification."""
+         log: Any = print, stop: threading.Event | None = None) -> SoakReport:
+    """Run the local stack with normal traffic for ``seconds``; classify every notification.
+
+    ``stop`` set ends the traffic early (the stack is stopped as always): a caller that
+    runs the soak in a thread ends it this way; the report's ``seconds`` says how long
+    it really ran.
+    """
     import requests
 
     from examples.demo import faults as catalogue
@@ -122,9 +137,17 @@ def soak(seconds: float, fast: bool = True, rps: float = 5.0, state_dir: Path | 
             started = time.time()
             runner = _Runner(TrafficConfig(stack.url("app"), duration=seconds, rps=rps, orgs=ORGANIZATIONS,
                                            users=200))
-            summary = runner.run()
+            finished = threading.Event()
+            if stop is not None:
+                threading.Thread(target=_stop_when, args=(stop, finished, runner.stop), daemon=True,
+                                 name="soak-stop").start()
+            try:
+                summary = runner.run()
+            finally:
+                finished.set()
             ended = time.time()
-            time.sleep(2 * scrape + 2)  # what the last minute of traffic set off arrives
+            if stop is None or not stop.is_set():
+                time.sleep(2 * scrape + 2)  # what the last minute of traffic set off arrives
             messages = requests.get(stack.url("inbox") + "/api/messages",
                                     params={"since": started, "limit": 2000}, timeout=10).json()["messages"]
             stats = requests.get(stack.url("inbox") + "/api/stats", timeout=10).json()
@@ -143,6 +166,48 @@ def soak(seconds: float, fast: bool = True, rps: float = 5.0, state_dir: Path | 
     log(report.summary())
     log(report.traffic)
     return report
+
+
+class SoakThread:
+    """:func:`soak` in a thread of its own, so that it runs beside other work: the test
+    suite runs it beside the end-to-end tests (two stacks, each with its own ports,
+    processes and PostgreSQL; nothing is injected into this one). :meth:`result` waits
+    for the report, :meth:`stop` ends the soak early; either way its stack is stopped."""
+
+    def __init__(self, seconds: float, state_dir: Path, **options: Any) -> None:
+        self.seconds, self.state_dir, self.options = seconds, state_dir, options
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._report: SoakReport | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="soak")
+
+    def _run(self) -> None:
+        try:
+            self._report = soak(self.seconds, state_dir=self.state_dir, log=self.lines.append, stop=self._stop,
+                                **self.options)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def start(self) -> SoakThread:
+        if not self._thread.is_alive() and self._report is None and self._error is None:
+            self._thread.start()
+        return self
+
+    def result(self, timeout: float) -> SoakReport:
+        """The report, once the soak is over (TimeoutError after ``timeout`` seconds)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the soak did not end within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        assert self._report is not None
+        return self._report
+
+    def stop(self, timeout: float = 120.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
 
 def run(seconds: float = 600.0, production: bool = False) -> Result:

@@ -14,6 +14,10 @@ Server fixtures:
 - ``http_recorder`` (function): factory of RecordingHTTPServer (fake Slack, SMS, Daraja).
 - ``smtp_sink``, ``hanging_tcp`` (function): an SMTP sink and a TCP server that never
   answers.
+- ``soak_in_background`` (session): the soak of tests/test_soak.py on a local stack of
+  its own, in a thread; ``soak_alongside`` starts it at once when the session runs
+  that test, so that the end-to-end stack (tests/test_e2e.py) runs beside it instead
+  of before it.
 
 This module does not import flask_mpesa_monitor: fixtures for the extension live with
 the tests that need them.
@@ -21,6 +25,7 @@ the tests that need them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +167,30 @@ def hanging_tcp() -> Iterator[HangingTCPServer]:
     """A started HangingTCPServer (``.port``, ``.dsn``): accepts, never answers."""
     with HangingTCPServer() as server:
         yield server
+
+
+#: Seconds of normal traffic in the soak (MPESA_SOAK_SECONDS to change): at --fast,
+#: 120 s stand for 30 minutes of the production clock.
+SOAK_SECONDS = float(os.environ.get("MPESA_SOAK_SECONDS", "120"))
+
+
+@pytest.fixture(scope="session")
+def soak_in_background(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """bench.bench_soak.soak (``--fast``, 5 actions/s, no fault) started in a thread on
+    its own local stack; ``.result(timeout)`` gives the report. Stopped, with its stack,
+    at the end of the session whatever happened."""
+    from bench.bench_soak import SoakThread
+
+    soak = SoakThread(SOAK_SECONDS, tmp_path_factory.mktemp("soak-stack"), fast=True, rps=5.0).start()
+    try:
+        yield soak
+    finally:
+        soak.stop()
+
+
+@pytest.fixture(scope="session")
+def soak_alongside(request: pytest.FixtureRequest) -> None:
+    """Start the soak now if this session runs a test that needs it: a fixture that
+    takes this one (the end-to-end stack) then runs beside the soak, not before it."""
+    if any("soak_in_background" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("soak_in_background")

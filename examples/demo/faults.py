@@ -31,6 +31,12 @@ day of history). Receivers' own delivery time is not part of a bound.
 
 Expectations that hold only once pending rule changes land carry ``pending`` (a short
 reason); the tests check them all the same.
+
+Faults of one ``group`` run together. :data:`SCHEDULE` orders the groups on one stack
+and says which group may start while an earlier one waits for its resolutions
+(:func:`run_schedule`); no two groups that run at the same time may expect the same
+alert, and each group is judged against all the groups that ran beside it. Pages are
+counted by :func:`pages`.
 """
 
 from __future__ import annotations
@@ -56,16 +62,23 @@ __all__ = [
     "Expect",
     "Fault",
     "FaultContext",
+    "GroupRun",
     "Measurement",
+    "RESOLVE_WITHIN",
     "Rendered",
+    "SCHEDULE",
+    "Step",
+    "alert_blocks",
     "app_env",
     "bounds",
     "by_name",
     "channels_for",
     "groups",
+    "pages",
     "render_configs",
     "rule_of",
     "run_group",
+    "run_schedule",
 ]
 
 #: Organizations of the end-to-end stack: the background traffic, then one per tenant fault.
@@ -339,9 +352,10 @@ FAULTS: tuple[Fault, ...] = (
     Fault("disk_nearly_full", "a file fills the small tmpfs that MPESA_MONITOR_DISK_PATH measures to 95%",
           "the file removed",
           lambda c: c.fill_disk(0.95), lambda c: c.empty_disk(),
-          (Expect("HighResourceUsage", "medium", signal="gauge", health=True, text="disk"),),
+          (Expect("HighResourceUsage", "medium", signal="gauge", health=True, text="running out of disk"),),
           group="tenants", needs="disk"),
-    # ---- faults of the whole app or of Daraja for everyone: one at a time
+    # ---- faults of the whole app or of Daraja for everyone: one group at a time (SCHEDULE
+    # starts the database faults while Daraja's outage waits for its resolutions)
     Fault("daraja_down", "simulator: down true (every Daraja endpoint answers 503)", "simulator: down false",
           lambda c: c.sim({"down": True}), lambda c: c.sim({"down": False}),
           tuple(Expect("MPesaAPIFailures", "critical", org) for org in BACKGROUND_ORGS)
@@ -577,6 +591,12 @@ def bounds(fault: Fault, expect: Expect, rendered: Rendered) -> Bound:
 
 # --------------------------------------------------------------------------- running faults
 
+#: Resolutions whose wait (bound x slack + margin) is longer than this are not waited
+#: for before the next group starts; :func:`run_schedule` collects them later, each
+#: within its own wait (the app-side alerts end 300 s after they were sent, whatever the
+#: rules say).
+RESOLVE_WITHIN = 240.0
+
 
 @dataclass
 class Measurement:
@@ -591,6 +611,8 @@ class Measurement:
     page_s: dict[str, float] = field(default_factory=dict)
     resolve_s: dict[str, float] = field(default_factory=dict)
     firing_count: dict[str, int] = field(default_factory=dict)
+    #: Its resolution is waited for after its group's (its wait is over RESOLVE_WITHIN).
+    deferred: bool = False
 
     @property
     def paged(self) -> bool:
@@ -616,6 +638,62 @@ def about(message: dict[str, Any], expect: Expect) -> bool:
     return expect.text is None or expect.text in message.get("text", "")
 
 
+#: How the Slack and email templates open each alert of a notification:
+#: ``*FIRING* <summary>`` (Slack), ``FIRING: <summary>`` (email), or RESOLVED.
+_ALERT_HEAD = re.compile(r"^\*?(FIRING|RESOLVED)(?:\*|:)\s")
+
+
+def alert_blocks(text: str) -> list[tuple[str, str]]:
+    """(status, text) of each alert of a notification, in the order the template lists
+    them; empty for a text without such heads (an SMS)."""
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        head = _ALERT_HEAD.match(line.strip())
+        if head:
+            blocks.append([head.group(1).lower(), line.strip()])
+        elif blocks:
+            blocks[-1][1] += "\n" + line
+    return [(status, body) for status, body in blocks]
+
+
+def _fires_in(message: dict[str, Any], expect: Expect) -> bool:
+    """The notification is a firing one about ``expect``; for an alert told apart by its
+    text, that alert's own block is firing (not another alert of its group)."""
+    if message.get("status") != "firing" or not about(message, expect):
+        return False
+    if expect.text is None:
+        return True
+    blocks = alert_blocks(message.get("text", ""))
+    return not blocks or any(status == "firing" and expect.text in body for status, body in blocks)
+
+
+def pages(messages: Iterable[dict[str, Any]], expect: Expect, channel: str) -> int:
+    """How many times ``expect`` paged on ``channel``.
+
+    Every firing notification about it counts, except, for an alert told apart by its
+    text (``HighResourceUsage`` of the disk among those of CPU and memory, one address's
+    ``AuthenticationBruteForce``), a notification of its group (alertname, organization)
+    that Alertmanager sent because *another* alert of the group started or ended while
+    this one kept firing: that is the other alert's page. The same notification sent
+    again unchanged, or this alert firing again after it was not, counts.
+    """
+    ordered = sorted((m for m in messages if m["channel"] == channel), key=lambda m: m["received_ts"])
+    if expect.text is None:
+        return sum(1 for m in ordered if _fires_in(m, expect))
+    count, previous = 0, None
+    for message in ordered:
+        names = message.get("alertnames") or [message.get("alertname")]
+        if expect.alert not in names or (expect.organization is not None
+                                         and message.get("organization") != expect.organization):
+            continue  # another notification group
+        signature = sorted((status, body.splitlines()[0]) for status, body in alert_blocks(message.get("text", "")))
+        fires = _fires_in(message, expect)
+        if fires and (previous is None or not previous[0] or previous[1] == signature):
+            count += 1
+        previous = (fires, signature)
+    return count
+
+
 @dataclass
 class GroupResult:
     measurements: list[Measurement]
@@ -625,73 +703,242 @@ class GroupResult:
     stats: dict[str, Any]
 
 
-def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: Path | None = None,
-              slack: float = 1.5, margin: float = 20.0, resolve_within: float | None = None,
-              log: Callable[[str], None] = print) -> GroupResult:
-    """Inject ``faults`` together, wait for each page, revert, wait for each resolution.
+class GroupRun:
+    """One group of the catalogue on a running stack, step by step: :meth:`inject`,
+    :meth:`wait_pages`, :meth:`revert`, :meth:`wait_resolutions`, :meth:`close`, then
+    :meth:`result`. In steps so that :func:`run_schedule` can run another group while
+    this one waits for its resolutions.
 
-    Waits are bounded by the computed bound times ``slack`` plus ``margin`` seconds
-    (``resolve_within`` caps the resolution wait: a longer one is left to the caller).
+    Waits are bounded by the computed bound times ``slack`` plus ``margin`` seconds;
+    a notification that arrives after its wait does not count, whenever it is read.
+    Resolutions whose wait is over ``resolve_within`` are ``deferred``: waited for with
+    ``wait_resolutions(deferred=True)``.
     """
-    ctx = FaultContext(stack, disk_dir)
-    measurements = [Measurement(f.name, e.alert, e.organization, channels_for(rendered, e.severity, e.alert),
-                                bounds(f, e, rendered), e.pending)
-                    for f in faults for e in f.expects]
-    expects = [(f, e) for f in faults for e in f.expects]
-    started = time.time()
-    for fault in faults:
-        log(f"inject {fault.name}: {fault.injected}")
-        fault.inject(ctx)
-    injected = time.time()
 
-    def poll(status: str, since: float, target: dict[int, dict[str, float]], deadline: float,
-             after: float | None = None) -> None:
-        """Seconds from ``since`` to each expected notification received after ``after``
-        (a resolution may come before the revert: a burst that is over by itself)."""
-        while time.time() < deadline:
-            messages = inbox_messages(stack, since if after is None else after)
-            for index, (m, (_, e)) in enumerate(zip(measurements, expects)):
+    def __init__(self, stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: Path | None = None,
+                 slack: float = 1.5, margin: float = 20.0, resolve_within: float | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.stack, self.faults, self.log = stack, list(faults), log
+        self.slack, self.margin = slack, margin
+        self.ctx = FaultContext(stack, disk_dir)
+        self.expects = [(f, e) for f in self.faults for e in f.expects]
+        self.measurements = [Measurement(f.name, e.alert, e.organization, channels_for(rendered, e.severity, e.alert),
+                                         bounds(f, e, rendered), e.pending) for f, e in self.expects]
+        for m in self.measurements:
+            m.deferred = resolve_within is not None and self.resolve_wait(m) > resolve_within
+        self.started = self.injected = self.paged_until = self.reverted = 0.0
+        self.judged_until: float | None = None
+        self._injected: list[Fault] = []
+        self._deferred_waited = False
+
+    @property
+    def name(self) -> str:
+        return self.faults[0].group if self.faults else "-"
+
+    def keys(self) -> set[tuple[str, str | None, str | None]]:
+        """What tells this group's pages from others': two groups that share a key must not overlap."""
+        return {(e.alert, e.organization, e.text) for _, e in self.expects}
+
+    def resolve_wait(self, m: Measurement) -> float:
+        return m.bound.resolve * self.slack + self.margin
+
+    def inject(self) -> None:
+        self.started = time.time()
+        for fault in self.faults:
+            self.log(f"inject {fault.name}: {fault.injected}")
+            self._injected.append(fault)  # reverted even when its injection fails half-way
+            fault.inject(self.ctx)
+        self.injected = time.time()
+
+    def _poll(self, status: str, since: float, deadlines: dict[int, float], target: dict[int, dict[str, float]]) -> None:
+        """Seconds from ``since`` to each wanted notification (index -> its deadline),
+        received after the injection (a resolution may come before the revert: a burst
+        that is over by itself) and before its deadline."""
+        last = max(deadlines.values())
+        for _ in range(100_000):  # bounded in count; ends at the last deadline
+            messages = inbox_messages(self.stack, self.injected)
+            for index, deadline in deadlines.items():
+                m, (_, e) = self.measurements[index], self.expects[index]
                 for msg in messages:
-                    if msg.get("status") == status and msg["channel"] in m.channels and about(msg, e):
+                    if (msg.get("status") == status and msg["channel"] in m.channels and msg["received_ts"] <= deadline
+                            and about(msg, e)):
                         seen = target.setdefault(index, {})
                         value = round(msg["received_ts"] - since, 1)
                         seen[msg["channel"]] = min(value, seen.get(msg["channel"], value))
-            wanted = [(i, m) for i, m in enumerate(measurements)
-                      if any(c not in target.get(i, {}) for c in m.channels if status == "firing" or c != "sms")]
-            if not wanted:
+            missing = [i for i in deadlines if any(c not in target.get(i, {}) for c in self.measurements[i].channels
+                                                   if status == "firing" or c != "sms")]
+            if not missing or time.time() >= last:
                 return
             time.sleep(0.5)
 
-    pages: dict[int, dict[str, float]] = {}
-    poll("firing", injected, pages, injected + max(m.bound.page for m in measurements) * slack + margin)
-    for index, m in enumerate(measurements):
-        m.page_s = pages.get(index, {})
-        log(f"  {m.fault}: {m.alert}({m.organization or '-'}) page {m.page_s} (bound {m.bound.page:.0f}s)")
-    paged_until = time.time()
-    for fault in faults:
-        log(f"revert {fault.name}: {fault.reverted}")
-        fault.revert(ctx)
-    reverted = time.time()
-    longest = max(m.bound.resolve for m in measurements) * slack + margin
-    if resolve_within is not None:
-        longest = min(longest, resolve_within)
-    resolutions: dict[int, dict[str, float]] = {}
-    poll("resolved", reverted, resolutions, reverted + longest, after=injected)
-    ctx.stop_all()
-    for index, m in enumerate(measurements):
-        m.resolve_s = resolutions.get(index, {})
-        log(f"  {m.fault}: {m.alert}({m.organization or '-'}) resolved {m.resolve_s} (bound {m.bound.resolve:.0f}s)")
-    all_messages = inbox_messages(stack, started)
-    for m, (_, e) in zip(measurements, expects):
-        firing = [msg for msg in all_messages if msg.get("status") == "firing" and about(msg, e)]
-        m.firing_count = {c: sum(1 for msg in firing if msg["channel"] == c) for c in m.channels}
-    unexpected = [msg for msg in all_messages if msg.get("status") == "firing"
-                  and (msg["channel"] == "sms" or msg.get("severity") == "critical")
-                  and not any(about(msg, e) for _, e in expects)]
-    quiet_broken = []
-    for fault in faults:
-        for alert, why in fault.quiet:
-            if any(alert in (msg.get("alertnames") or []) and msg.get("status") == "firing" for msg in all_messages
-                   if msg["received_ts"] <= paged_until + longest):
-                quiet_broken.append((fault.name, alert, why))
-    return GroupResult(measurements, unexpected, quiet_broken, started, ctx.stats)
+    def wait_pages(self) -> None:
+        deadline = self.injected + max(m.bound.page for m in self.measurements) * self.slack + self.margin
+        found: dict[int, dict[str, float]] = {}
+        self._poll("firing", self.injected, {i: deadline for i in range(len(self.measurements))}, found)
+        for index, m in enumerate(self.measurements):
+            m.page_s = found.get(index, {})
+            self.log(f"  {m.fault}: {m.alert}({m.organization or '-'}) page {m.page_s} (bound {m.bound.page:.0f}s)")
+        self.paged_until = time.time()
+
+    def revert(self) -> None:
+        """Undo what was injected (all of it, or as far as :meth:`inject` came)."""
+        for fault in self._injected:
+            self.log(f"revert {fault.name}: {fault.reverted}")
+            fault.revert(self.ctx)
+        self._injected = []
+        self.reverted = time.time()
+
+    def wait_resolutions(self, deferred: bool = False) -> None:
+        """Wait for the resolutions of the pages that came (the deferred ones, or the
+        others); the others share the group's longest wait, a deferred one has its own."""
+        if deferred and self._deferred_waited:
+            return
+        self._deferred_waited = self._deferred_waited or deferred
+        wanted = [i for i, m in enumerate(self.measurements) if m.deferred == deferred and m.paged]
+        if not wanted:
+            return
+        longest = max(self.resolve_wait(self.measurements[i]) for i in wanted)
+        deadlines = {i: self.reverted + (self.resolve_wait(self.measurements[i]) if deferred else longest)
+                     for i in wanted}
+        found: dict[int, dict[str, float]] = {}
+        self._poll("resolved", self.reverted, deadlines, found)
+        for index in wanted:
+            m = self.measurements[index]
+            m.resolve_s = found.get(index, {})
+            self.log(f"  {m.fault}: {m.alert}({m.organization or '-'}) resolved {m.resolve_s} "
+                     f"(bound {m.bound.resolve:.0f}s)")
+
+    def close(self) -> None:
+        """The group's own time ends: its load loops stop; pages are judged up to now."""
+        self.ctx.stop_all()
+        if self.judged_until is None:
+            self.judged_until = time.time()
+
+    def result(self, runs: Iterable[GroupRun] = ()) -> GroupResult:
+        """Pages counted from the injection to :meth:`close`; a critical page (or any SMS)
+        in that time that neither this group nor another one running then (``runs``)
+        expects is unexpected; so is a page of an alert a fault declares quiet."""
+        until = self.judged_until if self.judged_until is not None else time.time()
+        window = [msg for msg in inbox_messages(self.stack, self.started) if msg["received_ts"] <= until]
+        for m, (_, e) in zip(self.measurements, self.expects):
+            m.firing_count = {c: pages(window, e, c) for c in m.channels}
+        others = [r for r in runs if r is not self]
+
+        def expected(msg: dict[str, Any]) -> bool:
+            if any(about(msg, e) for _, e in self.expects):
+                return True
+            return any(r.started <= msg["received_ts"] <= (r.judged_until or until) and any(about(msg, e) for _, e in r.expects)
+                       for r in others)
+
+        unexpected = [msg for msg in window if msg.get("status") == "firing"
+                      and (msg["channel"] == "sms" or msg.get("severity") == "critical") and not expected(msg)]
+        quiet_broken = []
+        for fault in self.faults:
+            for alert, why in fault.quiet:
+                if any(alert in (msg.get("alertnames") or []) and msg.get("status") == "firing" for msg in window):
+                    quiet_broken.append((fault.name, alert, why))
+        return GroupResult(self.measurements, unexpected, quiet_broken, self.started, self.ctx.stats)
+
+
+def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: Path | None = None,
+              slack: float = 1.5, margin: float = 20.0, resolve_within: float | None = None,
+              log: Callable[[str], None] = print) -> GroupResult:
+    """Inject ``faults`` together, wait for each page, revert, wait for each resolution
+    (but the deferred ones, over ``resolve_within``: left to the caller)."""
+    run = GroupRun(stack, faults, rendered, disk_dir=disk_dir, slack=slack, margin=margin,
+                   resolve_within=resolve_within, log=log)
+    try:
+        run.inject()
+        run.wait_pages()
+        run.revert()
+        run.wait_resolutions()
+    finally:
+        run.close()
+    return run.result()
+
+
+@dataclass(frozen=True)
+class Step:
+    """A group's place in the run of the whole catalogue on one stack (:data:`SCHEDULE`)."""
+
+    group: str
+    #: Start while this earlier group waits for its resolutions (its faults reverted):
+    #: the two share no alert, and this group's faults do not hold back that group's
+    #: resolutions. Without it, a group starts once every earlier one has resolved (but
+    #: the deferred resolutions).
+    during: str | None = None
+    #: Start only when no page of an earlier group waits for its resolution, deferred
+    #: ones included: MPesaMCPDown inhibits every other alert of the app, and a
+    #: resolution that falls in an inhibition is never sent.
+    alone: bool = False
+
+
+#: The order in which the end-to-end tests and the benchmark run the groups on one stack.
+SCHEDULE: tuple[Step, ...] = (
+    Step("tenants"),
+    Step("daraja_down"),
+    # PostgreSQL stopped or frozen fails no Daraja call and makes no STK SLI error (the
+    # monitor counts callbacks when its table is unavailable, and Daraja's answers are
+    # the normal mix): Daraja's outage resolves as it would alone. Its burn-rate page
+    # waits about 2 minutes for the 30m window (2 minutes at --fast) to forget it.
+    Step("database_down", during="daraja_down"),
+    Step("database_hung", during="daraja_down"),
+    # Late: the 1d baseline (96 minutes at --fast) must be mostly history from before
+    # the surge, which the stack has only after a few minutes.
+    Step("stk_timeouts"),
+    Step("app_down", alone=True),
+)
+
+
+def run_schedule(stack: Any, rendered: Rendered, steps: Iterable[Step] = SCHEDULE, *,
+                 faults: Iterable[Fault] = FAULTS, disk_dir: Path | None = None, skip: Iterable[str] = (),
+                 slack: float = 1.5, margin: float = 20.0, resolve_within: float | None = RESOLVE_WITHIN,
+                 log: Callable[[str], None] = print) -> dict[str, GroupResult]:
+    """Every group of ``steps`` on one stack, overlapping where a step says so; every
+    resolution waited for (deferred ones last, or before an ``alone`` step). Returns
+    each group's result, judged against the groups that ran at the same time."""
+    by_group = groups(faults)
+    skipped = set(skip)
+    runs: list[GroupRun] = []
+    open_runs: list[GroupRun] = []  # reverted, main resolutions not waited for yet
+
+    def finish(run: GroupRun) -> None:
+        try:
+            run.wait_resolutions()
+        finally:
+            run.close()
+            open_runs.remove(run)
+
+    try:
+        for step in steps:
+            chosen = [f for f in by_group.get(step.group, []) if f.name not in skipped]
+            if not chosen:
+                continue
+            for run in list(open_runs):
+                if run.name != step.during:
+                    finish(run)
+            if step.alone:
+                for run in runs:
+                    run.wait_resolutions(deferred=True)
+            run = GroupRun(stack, chosen, rendered, disk_dir=disk_dir, slack=slack, margin=margin,
+                           resolve_within=resolve_within, log=log)
+            for other in open_runs:
+                shared = run.keys() & other.keys()
+                if shared:
+                    raise ValueError(f"{step.group} cannot run during {other.name}: both page "
+                                     f"{sorted(map(str, shared))}")
+            runs.append(run)
+            open_runs.append(run)
+            try:
+                run.inject()
+                run.wait_pages()
+            finally:
+                run.revert()
+        for run in list(open_runs):
+            finish(run)
+        for run in runs:
+            run.wait_resolutions(deferred=True)
+    finally:
+        for run in open_runs:
+            run.close()
+    return {run.name: run.result(runs) for run in runs}
