@@ -141,7 +141,8 @@ def _notification(ts: float, *blocks: tuple[str, str], alert: str = "HighResourc
     firing = sum(1 for status, _ in blocks if status == "FIRING")
     title = f"[FIRING:{firing}] MEDIUM {alert}" if firing else f"[RESOLVED] MEDIUM {alert}"
     body = "\n".join(f"*{status}* The app's host is running out of {resource}.\n"
-                     "Usage is high (CPU 85%, memory 90%, disk 85%).\n*Severity:* medium" for status, resource in blocks)
+                     "Usage is high (CPU 85%, memory 90%, disk 85%).\n*Severity:* medium"
+                     for status, resource in blocks)
     return {"channel": "slack", "status": "firing" if firing else "resolved", "alertnames": [alert],
             "organization": None, "text": f"{title}\n{body}", "received_ts": ts}
 
@@ -213,7 +214,8 @@ def wait_for_notification(stack, channels, alertname, organization=None, status=
         wait_until(all_arrived, timeout=timeout, interval=0.5, description=f"{alertname} {status} on {channels}")
     except TimeoutError:
         firing = [a["labels"] for a in stack.prometheus.alerts()]
-        raise AssertionError(f"{alertname} ({organization}) {status}: arrived {arrived}; Prometheus alerts: {firing}") from None
+        raise AssertionError(f"{alertname} ({organization}) {status}: arrived {arrived}; "
+                             f"Prometheus alerts: {firing}") from None
     return arrived
 
 
@@ -290,5 +292,6 @@ def test_e2e_alert_survives_an_alertmanager_restart_and_arrives_once(stack):
     print(f"\nTokenRefreshFailures across an Alertmanager restart: fault -> notification {seconds} s")
     time.sleep(5)  # resends every second, group_interval 1 s: a duplicate would show now
     for channel in CHANNELS:
-        firing = [m for m in messages(stack, channel=channel, status="firing") if about(m, "TokenRefreshFailures", "pwani")]
+        firing = [m for m in messages(stack, channel=channel, status="firing")
+                  if about(m, "TokenRefreshFailures", "pwani")]
         assert len(firing) == 1, (channel, firing)

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: What ruff checks: the package, the tests, the demo, the benchmarks and the scripts.
+#: What ruff checks: the package, the tests, the demo, the benchmarks, the scripts and
+#: deploy/'s Python (the renderer and the dashboards' builder).
 RUFF_PATHS = ["flask_mpesa_monitor", "tests", "examples", "bench", "scripts",
-              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "deploy").glob("*.py"))]
+              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "deploy").rglob("*.py")
+                      if "secrets" not in p.relative_to(ROOT).parts)]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,9 +37,9 @@ def test_mypy_strict_finds_nothing():
 def test_the_checkers_do_report_a_finding(tmp_path):
     """The two tests above can fail: the same settings reject a small bad file."""
     bad = tmp_path / "bad.py"
-    bad.write_text("import os\n\n\ndef f(x):\n    return x\n")
+    bad.write_text("import os\n\n\ndef f(x):\n    return x  # " + "-" * 120 + "\n")
     ruff = _run("ruff", "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(bad))
-    assert ruff.returncode != 0 and "F401" in ruff.stdout, ruff.stdout + ruff.stderr
+    assert ruff.returncode != 0 and "F401" in ruff.stdout and "E501" in ruff.stdout, ruff.stdout + ruff.stderr
     mypy = _run("mypy", "--no-incremental", "--cache-dir", os.devnull, "--config-file",
                 str(ROOT / "pyproject.toml"), str(bad))
     assert mypy.returncode != 0 and "no-untyped-def" in mypy.stdout, mypy.stdout + mypy.stderr

@@ -285,8 +285,8 @@ def _app_alert_ends(rendered: Rendered) -> float:
     return 300.0  # the extension's app-side alerts carry endsAt = now + 300 s
 
 
-_NOT_DARAJA_5XX = ("HighErrorRate", ("the app's 5xx answers to Daraja's refusals page as HighErrorRate; needs an "
-                                     "inhibition or an error ratio that leaves out upstream failures (in no branch yet)"))
+_NOT_DARAJA_5XX = ("HighErrorRate", ("the app's 5xx answers to Daraja's refusals are Daraja's failures: "
+                                     "MPesaAPIFailures inhibits HighErrorRate (alertmanager.yml)"))
 _INHIBITED_BY_DATABASE = ("HighErrorRate", ("DatabaseDown inhibits HighErrorRate, and outlives the error ratio's "
                                             "window with keep_firing_for (rules)"))
 
@@ -750,7 +750,8 @@ class GroupRun:
             fault.inject(self.ctx)
         self.injected = time.time()
 
-    def _poll(self, status: str, since: float, deadlines: dict[int, float], target: dict[int, dict[str, float]]) -> None:
+    def _poll(self, status: str, since: float, deadlines: dict[int, float],
+              target: dict[int, dict[str, float]]) -> None:
         """Seconds from ``since`` to each wanted notification (index -> its deadline),
         received after the injection (a resolution may come before the revert: a burst
         that is over by itself) and before its deadline."""
@@ -827,8 +828,8 @@ class GroupRun:
         def expected(msg: dict[str, Any]) -> bool:
             if any(about(msg, e) for _, e in self.expects):
                 return True
-            return any(r.started <= msg["received_ts"] <= (r.judged_until or until) and any(about(msg, e) for _, e in r.expects)
-                       for r in others)
+            return any(r.started <= msg["received_ts"] <= (r.judged_until or until)
+                       and any(about(msg, e) for _, e in r.expects) for r in others)
 
         unexpected = [msg for msg in window if msg.get("status") == "firing"
                       and (msg["channel"] == "sms" or msg.get("severity") == "critical") and not expected(msg)]

@@ -249,7 +249,8 @@ class LocalStack:
                                  f"--alertmanager.url={alertmanager} alert query)")
         return {
             "demo app": self.url("app"),
-            "app metrics": self.url("app") + f"/metrics  (bearer token in {self.state_dir / 'secrets' / 'metrics_token'})",
+            "app metrics": (self.url("app") + "/metrics  (bearer token in "
+                            f"{self.state_dir / 'secrets' / 'metrics_token'})"),
             "app health": self.url("app") + "/health/detailed",
             "Daraja simulator": self.url("simulator") + "/sim/config",
             "inbox (Slack, email, SMS)": self.url("inbox") + "/",
@@ -363,7 +364,8 @@ class LocalStack:
         self.app.start()
         self.processes.append(self.app)
         self.alertmanager = AlertmanagerServer(self.state_dir / "config" / "alertmanager.yml",
-                                               port=self.ports["alertmanager"], base_dir=self.state_dir / "alertmanager")
+                                               port=self.ports["alertmanager"],
+                                               base_dir=self.state_dir / "alertmanager")
         self.alertmanager.start()
         self.processes.append(self.alertmanager)
         self.prometheus = PrometheusServer(self.state_dir / "config" / "prometheus.yml", port=self.ports["prometheus"],
@@ -495,7 +497,8 @@ class StatusPrinter:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy-monitoring.sh --local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--down", action="store_true", help="stop a stack started from another shell")
-    parser.add_argument("--fast", action="store_true", help="1 s scrapes and evaluations, every rule duration divided by 15")
+    parser.add_argument("--fast", action="store_true",
+                        help="1 s scrapes and evaluations, every rule duration divided by 15")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until Ctrl-C or --down)")
     parser.add_argument("--rps", type=float, default=5.0, help="demo requests per second")
