@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,12 @@ def run(measure: bool = True) -> Result:
     return result
 
 
+def _catalogue_faults() -> tuple[Any, ...]:
+    from examples.demo import faults as catalogue
+
+    return catalogue.FAULTS
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -341,10 +348,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalogue", action="store_true",
                         help="every fault of examples/demo/faults.py, measured at --fast intervals")
     parser.add_argument("--production", action="store_true", help="with --catalogue: production intervals too (hours)")
+    parser.add_argument("--production-only", action="store_true",
+                        help="with --catalogue: production intervals only")
+    parser.add_argument("--faults", default="", help="with --catalogue: only these faults (comma-separated names)")
     parser.add_argument("--bounds-only", action="store_true", help="computed bounds, nothing measured")
     args = parser.parse_args(argv)
     if args.catalogue:
-        print(run_catalogue(measure=not args.bounds_only, production=args.production).markdown())
+        only = [name for name in args.faults.split(",") if name]
+        unknown = sorted(set(only) - {fault.name for fault in _catalogue_faults()})
+        if unknown:
+            parser.error(f"unknown faults {', '.join(unknown)}")
+        print(run_catalogue(measure=not args.bounds_only, production=args.production or args.production_only,
+                            only=only, fast=not args.production_only).markdown())
     else:
         print(run(measure=not args.bounds_only).markdown())
 
@@ -352,10 +367,10 @@ def main(argv: list[str] | None = None) -> None:
 # --------------------------------------------------------------------------- the fault catalogue
 
 
-def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]:
-    """Every fault of examples/demo/faults.py in one local stack (in the order and with
-    the overlaps of ``faults.SCHEDULE``, as the end-to-end tests run them): seconds to
-    the page per channel and to the resolution."""
+def measure_catalogue(fast: bool, log: Any = print, only: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Every fault of examples/demo/faults.py (or the ``only`` ones) in one local stack (in
+    the order and with the overlaps of ``faults.SCHEDULE``, as the end-to-end tests run
+    them): seconds to the page per channel and to the resolution."""
     import subprocess
     import threading
 
@@ -380,7 +395,8 @@ def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]
                 background = threading.Thread(target=runner.run, daemon=True)
                 background.start()
                 try:
-                    skip = [] if mounted else [f.name for f in catalogue.FAULTS if f.needs == "disk"]
+                    skip = [f.name for f in catalogue.FAULTS
+                            if (f.needs == "disk" and not mounted) or (only and f.name not in only)]
                     # At production intervals every resolution outlasts RESOLVE_WITHIN: each
                     # group then waits for all of its own.
                     results = catalogue.run_schedule(stack, rendered, disk_dir=disk if mounted else None, skip=skip,
@@ -403,9 +419,11 @@ def measure_catalogue(fast: bool, log: Any = print) -> dict[str, dict[str, Any]]
     return measured
 
 
-def run_catalogue(measure: bool = True, production: bool = False) -> Result:
+def run_catalogue(measure: bool = True, production: bool = False, only: Sequence[str] = (),
+                  fast: bool = True) -> Result:
     """The catalogue's bounds at ``--fast`` and production intervals, and (``measure``)
-    the measured seconds beside them: fast always, production when asked (hours)."""
+    the measured seconds beside them: fast unless ``fast`` is false, production when
+    asked (hours for the whole catalogue; ``only`` names the faults to run)."""
     started = time.monotonic()
     from examples.demo import faults as catalogue
 
@@ -422,7 +440,8 @@ def run_catalogue(measure: bool = True, production: bool = False) -> Result:
                 "resolve s measured (slack/email)", "resolve bound s"],
     )
     modes = [True, False]
-    measured = {mode: (measure_catalogue(mode) if measure and (mode or production) else {}) for mode in modes}
+    wanted = {True: fast, False: production}
+    measured = {mode: (measure_catalogue(mode, only=only) if measure and wanted[mode] else {}) for mode in modes}
     for mode in modes:
         rendered = catalogue.render_configs(mode)
         for fault in catalogue.FAULTS:

@@ -127,7 +127,8 @@ def test_bench_alert_latency_bounds_from_deploy():
     assert all(t.met is None for t in result.targets)  # measure=False: nothing measured, nothing judged
 
 
-@pytest.mark.parametrize("args", [["--bounds-only"], ["--catalogue", "--bounds-only", "--production"]])
+@pytest.mark.parametrize("args", [["--bounds-only"], ["--catalogue", "--bounds-only", "--production"],
+                                  ["--catalogue", "--bounds-only", "--production-only", "--faults", "app_down"]])
 def test_bench_alert_latency_command_line_runs(args):
     """The benchmark as its docstring says to run it: a fresh interpreter, every option it
     documents, so a name defined after the ``__main__`` guard shows here."""
@@ -135,6 +136,12 @@ def test_bench_alert_latency_command_line_runs(args):
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "| DatabaseDown |" in result.stdout or "| database_down | DatabaseDown" in result.stdout
+
+
+def test_bench_alert_latency_refuses_an_unknown_fault():
+    result = subprocess.run([sys.executable, "-m", "bench.bench_alert_latency", "--catalogue", "--faults", "app_dwon"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "unknown faults app_dwon" in result.stderr
 
 
 def test_bench_alert_latency_route_follows_alertmanager_rules():
