@@ -104,7 +104,8 @@ def check_group(results: dict[str, catalogue.GroupResult], name: str) -> None:
             problems.append(f"{label} paged on {sorted(m.page_s)}, wanted {list(m.channels)}")
         extra = {c: n for c, n in m.firing_count.items() if n > 1}
         if extra:
-            problems.append(f"{label} paged more than once: {extra}")
+            problems.append(f"{label} paged more than once: {extra}; its notifications:\n  "
+                            + "\n  ".join(m.notifications))
         uncounted = sorted(c for c in m.page_s if m.firing_count.get(c, 0) < 1)
         if uncounted:  # the count must see the page the wait saw, or it proves nothing
             problems.append(f"{label} paged on {uncounted}, but no page was counted there")

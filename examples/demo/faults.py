@@ -611,6 +611,9 @@ class Measurement:
     page_s: dict[str, float] = field(default_factory=dict)
     resolve_s: dict[str, float] = field(default_factory=dict)
     firing_count: dict[str, int] = field(default_factory=dict)
+    #: The notifications about it, one line each (seconds from the injection, channel,
+    #: status, the first line of each alert block): what a failed count is read from.
+    notifications: list[str] = field(default_factory=list)
     #: Its resolution is waited for after its group's (its wait is over RESOLVE_WITHIN).
     deferred: bool = False
 
@@ -823,6 +826,11 @@ class GroupRun:
         window = [msg for msg in inbox_messages(self.stack, self.started) if msg["received_ts"] <= until]
         for m, (_, e) in zip(self.measurements, self.expects):
             m.firing_count = {c: pages(window, e, c) for c in m.channels}
+            m.notifications = [
+                f"+{msg['received_ts'] - self.started:.1f}s {msg['channel']} {msg.get('status')}: "
+                + " | ".join(f"{status} {body.splitlines()[0][:80]}" for status, body
+                             in alert_blocks(msg.get("text", "")))
+                for msg in sorted(window, key=lambda msg: msg["received_ts"]) if about(msg, e)]
         others = [r for r in runs if r is not self]
 
         def expected(msg: dict[str, Any]) -> bool:
