@@ -161,10 +161,17 @@ def test_pages_of_an_alert_told_apart_by_its_text_leave_out_its_neighbours_pages
     disk_ends = _notification(4, ("RESOLVED", "disk"))
     assert catalogue.pages([first, disk_ends, dict(first, received_ts=5)], disk, "slack") == 2
     assert catalogue.pages([_notification(1, ("FIRING", "cpu"))], disk, "slack") == 0
-    # An alert not told apart by text: every firing notification about it is a page.
+    # An alert not told apart by text: every firing notification about it is a page,
+    # unless the group changed under it (a second series of the alert ended beside it).
     database = next(e for f in catalogue.FAULTS if f.name == "database_down" for e in f.expects)
     down = _notification(1, ("FIRING", "database"), alert="DatabaseDown")
     assert catalogue.pages([down, dict(down, received_ts=2)], database, "slack") == 2
+    app = next(e for f in catalogue.FAULTS if f.name == "app_down" for e in f.expects)
+    app_down = _notification(1, ("FIRING", "app"), alert="MPesaMCPDown")
+    other_series_ends = _notification(2, ("FIRING", "app"), ("RESOLVED", "app"), alert="MPesaMCPDown")
+    assert catalogue.pages([app_down, other_series_ends], app, "slack") == 1
+    assert catalogue.pages([app_down, _notification(2, ("RESOLVED", "app"), alert="MPesaMCPDown"),
+                            dict(app_down, received_ts=3)], app, "slack") == 2
 
 
 class Demo:

@@ -673,16 +673,15 @@ def _fires_in(message: dict[str, Any], expect: Expect) -> bool:
 def pages(messages: Iterable[dict[str, Any]], expect: Expect, channel: str) -> int:
     """How many times ``expect`` paged on ``channel``.
 
-    Every firing notification about it counts, except, for an alert told apart by its
-    text (``HighResourceUsage`` of the disk among those of CPU and memory, one address's
-    ``AuthenticationBruteForce``), a notification of its group (alertname, organization)
-    that Alertmanager sent because *another* alert of the group started or ended while
-    this one kept firing: that is the other alert's page. The same notification sent
-    again unchanged, or this alert firing again after it was not, counts.
+    Every firing notification about it counts, except a notification of its group
+    (alertname, organization) that Alertmanager sent because *another* alert of the group
+    started or ended while this one kept firing: that is the other alert's. Such a
+    neighbour is ``HighResourceUsage`` of CPU beside the disk's, or a second series of the
+    same alert (MPesaMCPDown from ``absent()`` beside ``up == 0``) that ends at once. The
+    same notification sent again unchanged, or this alert firing again after it was not,
+    counts.
     """
     ordered = sorted((m for m in messages if m["channel"] == channel), key=lambda m: m["received_ts"])
-    if expect.text is None:
-        return sum(1 for m in ordered if _fires_in(m, expect))
     count, previous = 0, None
     for message in ordered:
         names = message.get("alertnames") or [message.get("alertname")]
