@@ -5,7 +5,6 @@ a socket (callbacks, mail, traffic); Flask's test client for request/answer shap
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import re
@@ -21,12 +20,12 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
 from examples.demo import traffic
 from examples.demo.daraja_sim import create_app as create_sim
 from examples.demo.inbox import create_app as create_inbox
 from examples.demo.inbox import mask_phone, parse_alert_text, start_smtp
+from examples.demo.servers import serving
 
 OAUTH = "/oauth/v1/generate?grant_type=client_credentials"
 PUSH = "/mpesa/stkpush/v1/processrequest"
@@ -36,20 +35,6 @@ WAIT_S = 10.0  # upper bound for anything that crosses a socket
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port in a thread; always stop it."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
-        server.server_close()
 
 
 class Recorder:

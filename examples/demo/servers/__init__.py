@@ -23,7 +23,7 @@ prometheus.py         ``PrometheusServer`` and ``AlertmanagerServer``; ``Prometh
 victoriametrics.py    ``VictoriaMetricsServer``: the HA layout's long-term store
 gunicorn.py           ``GunicornServer`` with prometheus_client's multiprocess mode
 fakes.py              in-process fakes: ``RecordingHTTPServer`` (Slack, SMS providers, Daraja),
-                      ``SMTPSink``, ``HangingTCPServer``
+                      ``SMTPSink``, ``HangingTCPServer``; ``serving`` (a WSGI app in a thread)
 ====================  ========================================================================
 
 Adding a launcher: a new module here with one class, built on ``HTTPService`` for an HTTP
@@ -41,7 +41,7 @@ Only the standard library is imported at import time; psycopg2, PyYAML, psutil a
 aiosmtpd are imported by the classes that need them.
 """
 
-from .fakes import HangingTCPServer, Mail, RecordedRequest, RecordingHTTPServer, SMTPSink
+from .fakes import HangingTCPServer, Mail, RecordedRequest, RecordingHTTPServer, SMTPSink, serving
 from .gunicorn import GUNICORN_CONF, GunicornServer
 from .postgres import PostgresServer, find_pg_bin
 from .process import (
@@ -89,6 +89,7 @@ __all__ = [
     "RecordingHTTPServer",
     "Mail",
     "SMTPSink",
+    "serving",
     # victoriametrics
     "VictoriaMetricsServer",
 ]

@@ -1,5 +1,7 @@
 """Small in-process fakes on 127.0.0.1, for what the tests may fake: HTTP services
-(Slack, SMS providers, Daraja), an SMTP server, and a TCP server that never answers.
+(Slack, SMS providers, Daraja), an SMTP server, and a TCP server that never answers;
+and :func:`serving`, which serves one of our own WSGI apps (the inbox, the relay, an
+app under test) in a thread.
 
 Each records what it received and offers a bounded ``wait_for``; each is a context
 manager. aiosmtpd is imported by :class:`SMTPSink` when it starts.
@@ -15,13 +17,31 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from .process import HOST, free_port
 
-__all__ = ["HangingTCPServer", "RecordedRequest", "RecordingHTTPServer", "Mail", "SMTPSink"]
+__all__ = ["HangingTCPServer", "RecordedRequest", "RecordingHTTPServer", "Mail", "SMTPSink", "serving"]
+
+
+@contextmanager
+def serving(app: Any, port: int = 0) -> Iterator[str]:
+    """Serve the WSGI ``app`` on 127.0.0.1 (a free port unless ``port``) in a thread;
+    yields its base URL and always stops the server."""
+    from werkzeug.serving import make_server
+
+    server = make_server(HOST, port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
 
 
 class HangingTCPServer:
