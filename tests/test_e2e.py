@@ -109,6 +109,8 @@ def check_group(results: dict[str, catalogue.GroupResult], name: str) -> None:
         uncounted = sorted(c for c in m.page_s if m.firing_count.get(c, 0) < 1)
         if uncounted:  # the count must see the page the wait saw, or it proves nothing
             problems.append(f"{label} paged on {uncounted}, but no page was counted there")
+        if m.evidence:
+            problems.append(f"{label}, as Prometheus saw it:\n  " + "\n  ".join(m.evidence))
         if m.paged and not m.resolved:
             problems.append(f"{label} resolved on {sorted(m.resolve_s)} within {m.bound.resolve * 1.5 + 20:.0f}s "
                             f"(bound {m.bound.resolve:.0f}s)")

@@ -292,9 +292,12 @@ _INHIBITED_BY_DATABASE = ("HighErrorRate", ("DatabaseDown inhibits HighErrorRate
 
 FAULTS: tuple[Fault, ...] = (
     # ---- per-tenant and app-side faults: they do not interfere, one stack run ("tenants")
-    Fault("spike_arrest", "simulator: orgs.safari.spike_arrest_ratio 0.5; safari pushes every 5 s",
+    # A push a second: at half refused, a window of 20 s (5m at --fast) with four pushes
+    # has none refused one time in 16, and the page resolved and fired again while
+    # spike arrest went on; twenty pushes keep the ratio over 10% (all but 1 in 5,000).
+    Fault("spike_arrest", "simulator: orgs.safari.spike_arrest_ratio 0.5; safari pushes every second",
           "simulator: orgs.safari removed (pushes continue)",
-          lambda c: (c.sim({"orgs": {"safari": {"spike_arrest_ratio": 0.5}}}), c.loop("safari", "safari", "push", 5.0)),
+          lambda c: (c.sim({"orgs": {"safari": {"spike_arrest_ratio": 0.5}}}), c.loop("safari", "safari", "push", 1.0)),
           lambda c: c.sim({"orgs": {"safari": None}}),
           (Expect("MPesaAPIFailures", "critical", "safari"),
            Expect("STKSuccessSLOBurnFast", "critical", fill_window="1h", clear_window="30m",
@@ -616,6 +619,13 @@ class Measurement:
     notifications: list[str] = field(default_factory=list)
     #: Its resolution is waited for after its group's (its wait is over RESOLVE_WITHIN).
     deferred: bool = False
+    #: For a page that did not come or came more than once, what Prometheus saw (each
+    #: ALERTS series with the seconds it fired; the organization's Daraja calls by outcome).
+    evidence: list[str] = field(default_factory=list)
+
+    @property
+    def flawed(self) -> bool:
+        return not self.paged or any(n > 1 for n in self.firing_count.values())
 
     @property
     def paged(self) -> bool:
@@ -729,6 +739,11 @@ class GroupRun:
         for m in self.measurements:
             m.deferred = resolve_within is not None and self.resolve_wait(m) > resolve_within
         self.started = self.injected = self.paged_until = self.reverted = 0.0
+        #: When each fault's own injection and revert began: its page and resolution
+        #: count from there (the group's last injection may come seconds later, after
+        #: the first fault's page).
+        self.injected_at: dict[str, float] = {}
+        self.reverted_at: dict[str, float] = {}
         self.judged_until: float | None = None
         self._injected: list[Fault] = []
         self._deferred_waited = False
@@ -749,24 +764,26 @@ class GroupRun:
         for fault in self.faults:
             self.log(f"inject {fault.name}: {fault.injected}")
             self._injected.append(fault)  # reverted even when its injection fails half-way
+            self.injected_at[fault.name] = time.time()
             fault.inject(self.ctx)
         self.injected = time.time()
 
-    def _poll(self, status: str, since: float, deadlines: dict[int, float],
+    def _poll(self, status: str, since: Callable[[Measurement], float], deadlines: dict[int, float],
               target: dict[int, dict[str, float]]) -> None:
-        """Seconds from ``since`` to each wanted notification (index -> its deadline),
-        received after the injection (a resolution may come before the revert: a burst
-        that is over by itself) and before its deadline."""
+        """Seconds from ``since(m)`` to each wanted notification (index -> its deadline),
+        received after its fault's injection (a resolution may come before the revert: a
+        burst that is over by itself) and before its deadline."""
         last = max(deadlines.values())
         for _ in range(100_000):  # bounded in count; ends at the last deadline
-            messages = inbox_messages(self.stack, self.injected)
+            messages = inbox_messages(self.stack, self.started)
             for index, deadline in deadlines.items():
                 m, (_, e) = self.measurements[index], self.expects[index]
+                origin, injected = since(m), self.injected_at.get(m.fault, self.started)
                 for msg in messages:
-                    if (msg.get("status") == status and msg["channel"] in m.channels and msg["received_ts"] <= deadline
-                            and about(msg, e)):
+                    if (msg.get("status") == status and msg["channel"] in m.channels
+                            and injected <= msg["received_ts"] <= deadline and about(msg, e)):
                         seen = target.setdefault(index, {})
-                        value = round(msg["received_ts"] - since, 1)
+                        value = round(msg["received_ts"] - origin, 1)
                         seen[msg["channel"]] = min(value, seen.get(msg["channel"], value))
             missing = [i for i in deadlines if any(c not in target.get(i, {}) for c in self.measurements[i].channels
                                                    if status == "firing" or c != "sms")]
@@ -777,7 +794,8 @@ class GroupRun:
     def wait_pages(self) -> None:
         deadline = self.injected + max(m.bound.page for m in self.measurements) * self.slack + self.margin
         found: dict[int, dict[str, float]] = {}
-        self._poll("firing", self.injected, {i: deadline for i in range(len(self.measurements))}, found)
+        self._poll("firing", lambda m: self.injected_at.get(m.fault, self.injected),
+                   {i: deadline for i in range(len(self.measurements))}, found)
         for index, m in enumerate(self.measurements):
             m.page_s = found.get(index, {})
             self.log(f"  {m.fault}: {m.alert}({m.organization or '-'}) page {m.page_s} (bound {m.bound.page:.0f}s)")
@@ -787,6 +805,7 @@ class GroupRun:
         """Undo what was injected (all of it, or as far as :meth:`inject` came)."""
         for fault in self._injected:
             self.log(f"revert {fault.name}: {fault.reverted}")
+            self.reverted_at[fault.name] = time.time()
             fault.revert(self.ctx)
         self._injected = []
         self.reverted = time.time()
@@ -804,7 +823,7 @@ class GroupRun:
         deadlines = {i: self.reverted + (self.resolve_wait(self.measurements[i]) if deferred else longest)
                      for i in wanted}
         found: dict[int, dict[str, float]] = {}
-        self._poll("resolved", self.reverted, deadlines, found)
+        self._poll("resolved", lambda m: self.reverted_at.get(m.fault, self.reverted), deadlines, found)
         for index in wanted:
             m = self.measurements[index]
             m.resolve_s = found.get(index, {})
@@ -830,6 +849,8 @@ class GroupRun:
                 + " | ".join(f"{status} {body.splitlines()[0][:80]}" for status, body
                              in alert_blocks(msg.get("text", "")))
                 for msg in sorted(window, key=lambda msg: msg["received_ts"]) if about(msg, e)]
+            if m.flawed:
+                m.evidence = prometheus_evidence(self.stack.prometheus, e, self.started, until)
         others = [r for r in runs if r is not self]
 
         def expected(msg: dict[str, Any]) -> bool:
@@ -846,6 +867,39 @@ class GroupRun:
                 if any(alert in (msg.get("alertnames") or []) and msg.get("status") == "firing" for msg in window):
                     quiet_broken.append((fault.name, alert, why))
         return GroupResult(self.measurements, unexpected, quiet_broken, self.started, self.ctx.stats)
+
+
+def prometheus_evidence(prometheus: Any, expect: Expect, start: float, end: float) -> list[str]:
+    """What Prometheus saw of ``expect`` from ``start`` to ``end``: every ALERTS series of
+    the alert (its labels, the seconds from ``start`` it was firing) and, for a tenant's
+    alert, the tenant's Daraja calls by operation and outcome. Best effort: a failed
+    query becomes a line saying so."""
+    selector = f'alertname="{expect.alert}"' + (f',organization="{expect.organization}"'
+                                                 if expect.organization else "")
+    lines: list[str] = []
+    try:
+        series = prometheus.api("query_range", {"query": f'ALERTS{{{selector},alertstate="firing"}}',
+                                                "start": start, "end": end, "step": 1})["result"]
+        for s in series:
+            labels = {k: v for k, v in s["metric"].items() if k not in ("__name__", "alertname", "alertstate")}
+            spans: list[list[float]] = []  # [first, last] second of each run of 1 s steps
+            for ts, _ in s["values"]:
+                t = float(ts) - start
+                if spans and t - spans[-1][1] <= 1.5:
+                    spans[-1][1] = t
+                else:
+                    spans.append([t, t])
+            lines.append(f"ALERTS {labels} firing " + ", ".join(f"+{a:.0f}..+{b:.0f}s" for a, b in spans))
+        if expect.organization:
+            calls = prometheus.query(
+                f'sum by (operation, outcome) (increase(mpesa_api_calls_total{{organization="{expect.organization}"}}'
+                f'[{max(int(end - start), 1)}s]))', end)
+            lines.append("Daraja calls: " + ", ".join(
+                f"{c['metric'].get('operation')}/{c['metric'].get('outcome')} {float(c['value'][1]):.0f}"
+                for c in sorted(calls, key=lambda c: sorted(c["metric"].items()))))
+    except Exception as exc:  # evidence for a failure message must not hide the failure
+        lines.append(f"(Prometheus evidence unavailable: {type(exc).__name__}: {exc})")
+    return lines
 
 
 def run_group(stack: Any, faults: list[Fault], rendered: Rendered, *, disk_dir: Path | None = None,
