@@ -17,8 +17,8 @@ Slack and email; medium -> Slack.
 Bounds (:func:`bounds`) are computed from the rendered configuration, so the same code
 gives the ``--fast`` bound and the production one::
 
-    page    <= scrape + evaluation + fill + for + evaluation + group_wait (+ health check)
-    resolve <= clear + scrape + evaluation + keep_firing_for + evaluation + group_interval
+    page    <= counted + scrape + evaluation + fill + for + evaluation + group_wait (+ health check)
+    resolve <= counted + clear + scrape + evaluation + keep_firing_for + evaluation + group_interval
 
 ``fill`` is the time the rule's expression needs to see the fault: 0 for a gauge or a
 counted event (the new-series pattern of security.yml sees a first event at once), the
@@ -26,8 +26,11 @@ rule's longest current window (with its ``offset``) for a ratio or a rate. ``cle
 the time the expression keeps seeing it after the revert: the same window for a rate, a
 health check's interval and timeout for a health gauge, and the app's own memory where
 there is one (``Fault.app_memory_s``: the suspicious-IP window, the 300 s ``endsAt`` of
-an app-side alert). Windows of a day or more are baselines, not fill (STKTimeoutSurge's
-day of history). Receivers' own delivery time is not part of a bound.
+an app-side alert). ``counted`` is how late the app's counters show a change
+(``Fault.counted_after_s``: a push is counted missing when its callback is overdue, so
+the last pushes before the revert are counted one callback timeout after it). Windows of
+a day or more are baselines, not fill (STKTimeoutSurge's day of history). Receivers' own
+delivery time is not part of a bound.
 
 Expectations that hold only once pending rule changes land carry ``pending`` (a short
 reason); the tests check them all the same.
@@ -134,6 +137,11 @@ class Fault:
     quiet: tuple[tuple[str, str], ...] = ()  # (alert, why it must stay quiet / what it needs)
     #: Seconds the app itself keeps the fault's trace after the revert.
     app_memory_s: Callable[[Rendered], float] = lambda rendered: 0.0
+    #: Seconds from the injection (and from the revert) until the app's counters show the
+    #: change: the fault's load loop waits one period before its first request, a call
+    #: Daraja holds is counted when it ends, a push without its callback only once it is
+    #: overdue.
+    counted_after_s: Callable[[Rendered], float] = lambda rendered: 0.0
     #: Needs a stack made for it (gthread workers, a small disk); None: any stack.
     needs: str | None = None
 
@@ -281,6 +289,10 @@ def _auth_window(rendered: Rendered) -> float:
     return float(rendered.app_env.get("MPESA_MONITOR_AUTH_FAILURE_WINDOW", 900))
 
 
+def _callback_timeout(rendered: Rendered) -> float:
+    return float(rendered.app_env.get("MPESA_MONITOR_STK_CALLBACK_TIMEOUT", 120))
+
+
 def _app_alert_ends(rendered: Rendered) -> float:
     return 300.0  # the extension's app-side alerts carry endsAt = now + 300 s
 
@@ -308,7 +320,7 @@ FAULTS: tuple[Fault, ...] = (
           lambda c: (c.sim({"orgs": {"tembo": {"slow": DARAJA_TIMEOUT_S + 2}}}), c.loop("tembo", "tembo", "push", 4.0)),
           lambda c: c.sim({"orgs": {"tembo": None}}),
           (Expect("MPesaAPIFailures", "critical", "tembo"),),
-          group="tenants", needs="gthread", quiet=(_NOT_DARAJA_5XX,)),
+          group="tenants", needs="gthread", quiet=(_NOT_DARAJA_5XX,), counted_after_s=lambda r: DARAJA_TIMEOUT_S + 4.0),
     Fault("token_refresh_failures", "simulator: reject_consumer_keys [ngao-consumer-key]; ngao pushes",
           "simulator: reject_consumer_keys []",
           lambda c: (c.sim({"reject_consumer_keys": ["ngao-consumer-key"]}), c.loop("ngao", "ngao", "push", 5.0)),
@@ -321,7 +333,7 @@ FAULTS: tuple[Fault, ...] = (
           lambda c: c.sim({"orgs": {"duka": None}}),
           (Expect("STKCallbacksMissing", "high", "duka",
                   pending="resolution: STKCallbacksMissing on increase(mpesa_stk_callbacks_missing_total) (rules)"),),
-          group="tenants"),
+          group="tenants", counted_after_s=lambda r: _callback_timeout(r) + 2.0),
     Fault("stk_timeouts_surge", "simulator: result_mix {1037: 1} for every tenant", "simulator: the normal result_mix",
           lambda c: c.sim({"result_mix": {"1037": 1.0}}), _normal_result_mix,
           # Its own run, late: the baseline (a day, 96 minutes at --fast) must be mostly
@@ -351,7 +363,8 @@ FAULTS: tuple[Fault, ...] = (
           lambda c: (c.sim({"orgs": {"lento": {"slow": DARAJA_TIMEOUT_S - 2}}}),
                      c.loop("lento", "lento", "push", 0.5, threads=4)),
           lambda c: (c.sim({"orgs": {"lento": None}}), c.stop("lento")),
-          (Expect("HighResponseTime", "high"),), group="tenants", needs="gthread"),
+          (Expect("HighResponseTime", "high"),), group="tenants", needs="gthread",
+          counted_after_s=lambda r: DARAJA_TIMEOUT_S - 2 + 0.5),
     Fault("disk_nearly_full", "a file fills the small tmpfs that MPESA_MONITOR_DISK_PATH measures to 95%",
           "the file removed",
           lambda c: c.fill_disk(0.95), lambda c: c.empty_disk(),
@@ -405,6 +418,8 @@ def app_env(disk_path: Path | None = None, fast: bool = True) -> dict[str, str]:
         "DEMO_DARAJA_TIMEOUT": f"{DARAJA_TIMEOUT_S:g}",
         # The suspicious-IP window shrinks with the rules in --fast (15 minutes / 15).
         "MPESA_MONITOR_AUTH_FAILURE_WINDOW": "60" if fast else "900",
+        # A push is counted missing once its callback is this late (the local stack's own).
+        "MPESA_MONITOR_STK_CALLBACK_TIMEOUT": "20" if fast else "120",
     }
     if disk_path is not None:
         env["MPESA_MONITOR_DISK_PATH"] = str(disk_path)
@@ -583,12 +598,14 @@ def bounds(fault: Fault, expect: Expect, rendered: Rendered) -> Bound:
     if rendered.fast and expect.clear_window:
         clear = seconds(expect.clear_window) / rendered.factor + health
     clear = max(clear, fault.app_memory_s(rendered) + health)
-    page = scrape + evaluation + fill + for_ + evaluation + group_wait + health
-    resolve = clear + scrape + evaluation + keep + evaluation + group_interval
+    counted = fault.counted_after_s(rendered)
+    page = counted + scrape + evaluation + fill + for_ + evaluation + group_wait + health
+    resolve = counted + clear + scrape + evaluation + keep + evaluation + group_interval
     detail = (f"scrape {scrape:g}s, eval {evaluation:g}s, window {window:g}s, for {for_:g}s, keep {keep:g}s, "
               f"group_wait {group_wait:g}s, group_interval {group_interval:g}s"
               + (f", health {health:g}s" if health else "")
-              + (f", app memory {fault.app_memory_s(rendered):g}s" if fault.app_memory_s(rendered) else ""))
+              + (f", app memory {fault.app_memory_s(rendered):g}s" if fault.app_memory_s(rendered) else "")
+              + (f", counted after {counted:g}s" if counted else ""))
     return Bound(page, resolve, detail)
 
 
