@@ -56,6 +56,8 @@ USER_BUCKET_SECONDS = 3600
 SKETCH_SIZE = 256
 FLUSH_INTERVAL = 1.0
 MAX_PENDING_USERS = 65536
+#: Seconds the exit waits for a background write of the window to end.
+EXIT_WAIT = 5.0
 EXCLUDED_ORGANIZATIONS = (tenancy.UNKNOWN, tenancy.OTHER)
 SUCCESS = "success"
 PENDING = "pending"
@@ -101,6 +103,17 @@ def json_safe(figures: dict[str, Any]) -> dict[str, Any]:
     return {key: safe(value) for key, value in figures.items()}
 
 
+def _close_when_free(conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    """Close ``conn`` once no thread writes through it (bounded wait): closing a SQLite
+    connection under a running statement crashes the process."""
+    acquired = lock.acquire(timeout=EXIT_WAIT)
+    try:
+        conn.close()
+    finally:
+        if acquired:
+            lock.release()
+
+
 def _rate(successes: int, completed: int) -> float | None:
     return round(100.0 * successes / completed, 1) if completed else None
 
@@ -139,13 +152,18 @@ class SummaryWindow:
         self._reset()
 
     def _at_exit(self) -> None:
+        # The background flush first (it may be writing now), then what is left, then
+        # the store: closed by the thread that used it last, never under a statement.
+        if self._ticker is not None:
+            self._ticker.stop(timeout=EXIT_WAIT)
         if self._tx or self._users:
             try:
                 self.flush()
             except Exception:
                 log.exception("could not write the summary window at exit")
-        if self._ticker is not None:
-            self._ticker.stop()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_when_free(conn, self._db_lock)
 
     # --- recording (request path: memory only) -------------------------------------
     def record_transaction(self, organization: str, type_: str, outcome: str, revenue: float,
@@ -204,7 +222,8 @@ class SummaryWindow:
                          (secrets.token_hex(16),))
             self._key = bytes.fromhex(conn.execute("SELECT value FROM meta WHERE key = 'hash_key'").fetchone()[0])
             self._conn = conn
-            weakref.finalize(self, conn.close)
+            # A window dropped by the app closes its store; at exit, _at_exit does it.
+            weakref.finalize(self, _close_when_free, conn, self._db_lock).atexit = False
         return self._conn
 
     def _hash(self, user: str) -> int:

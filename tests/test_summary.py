@@ -247,3 +247,45 @@ def test_summary_unwritable_store_answers_503_and_requests_still_work(tmp_path):
     response = client.get("/metrics/summary")
     assert response.status_code == 503 and "could not be read" in response.json["message"]
     app.extensions["mpesa_monitor"].summary._ticker.stop()
+
+
+EXIT_DURING_A_BACKGROUND_FLUSH = """
+import sys, threading, time
+from flask_mpesa_monitor.summary import SummaryWindow
+
+writing, slow = threading.Event(), threading.Event()
+
+class SlowWindow(SummaryWindow):
+    def _write(self, *args, **kwargs):
+        if slow.is_set():
+            writing.set()
+            time.sleep(0.5)  # the background flush holds the store while the process exits
+        return super()._write(*args, **kwargs)
+
+window = SlowWindow(sys.argv[1], flush_interval=0.01)
+window.record_transaction("exitco", "c2b", "success", 10.0)
+window.flush()  # the store is open
+slow.set()
+window.record_transaction("exitco", "c2b", "success", 20.0)
+assert writing.wait(5)
+window.record_transaction("exitco", "c2b", "success", 30.0)  # buffered behind the flush
+"""
+
+
+def test_summary_exit_during_a_background_flush_loses_nothing_and_never_crashes(tmp_path):
+    """A worker that exits while the background thread writes the window: the store is
+    closed only after that write, the last buffered figures are written, nothing is
+    logged as failed. (Closing the connection under a running statement crashed the
+    process with SIGSEGV.)"""
+    import subprocess
+    import sys
+
+    store = tmp_path / "summary.sqlite"
+    done = subprocess.run([sys.executable, "-c", EXIT_DURING_A_BACKGROUND_FLUSH, str(store)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "could not write" not in done.stderr, done.stderr
+    with sqlite3.connect(store) as conn:
+        completed, revenue = conn.execute("SELECT SUM(completed), SUM(revenue) FROM transactions "
+                                          "WHERE organization = 'exitco'").fetchone()
+    assert (completed, revenue) == (3, 60.0)
