@@ -37,6 +37,8 @@ REJECTION_REASONS = {
     "C2B00016": "other",
 }
 REASONS = ("none", *dict.fromkeys(REJECTION_REASONS.values()))
+#: The result of a validation the app's view failed to answer (it raised).
+ERROR = "error"
 #: Prefix of C2B rows in the shared table (a TransID is about 10 characters).
 KEY_PREFIX = "c2b:"
 UNKNOWN_SOURCE = "unknown_source"
@@ -84,8 +86,17 @@ class C2BTracker:
 
         ``result_code`` is what the app answered (``0``/``"0"`` accepts; ``C2B00011`` to
         ``C2B00016`` reject, by reason); ``seconds`` the time it took to answer."""
+        return self._count_validation(organization, shortcode, *rejection_reason(result_code), seconds)
+
+    def record_failed_validation(self, organization: Any, shortcode: Any, seconds: float | None) -> str:
+        """Count a validation the app failed to answer (its view raised): neither accepted
+        nor rejected by the app, since Safaricom applies the shortcode's default action.
+        Returns ``error``."""
+        return self._count_validation(organization, shortcode, ERROR, "none", seconds)
+
+    @staticmethod
+    def _count_validation(organization: Any, shortcode: Any, result: str, reason: str, seconds: float | None) -> str:
         org = tenancy.organizations(organization)
-        result, reason = rejection_reason(result_code)
         metrics.c2b_validations_total.labels(org, tenancy.shortcodes(_str(shortcode)), result, reason).inc()
         if seconds is not None and seconds >= 0:
             metrics.c2b_validation_duration_seconds.labels(org).observe(seconds)

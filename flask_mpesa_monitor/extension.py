@@ -230,11 +230,13 @@ class MPesaMonitor:
             @functools.wraps(func)
             def view(*args: Any, **kwargs: Any) -> Any:
                 start = time.perf_counter()
-                response = func(*args, **kwargs)
                 try:
-                    self._count_validation(response, kwargs, organization_arg, time.perf_counter() - start)
-                except Exception:  # monitoring never breaks the request it watches
-                    log.exception("could not count the C2B validation")
+                    response = func(*args, **kwargs)
+                except Exception:
+                    # Safaricom gets a 500 and applies the shortcode's default action.
+                    self._count_validation(None, kwargs, organization_arg, time.perf_counter() - start)
+                    raise
+                self._count_validation(response, kwargs, organization_arg, time.perf_counter() - start)
                 return response
 
             return view  # type: ignore[return-value]  # wraps() keeps the view's signature; mypy cannot see it
@@ -244,17 +246,25 @@ class MPesaMonitor:
     def _count_validation(
         self, response: Any, kwargs: dict[str, Any], organization_arg: str | None, seconds: float
     ) -> None:
-        names = (organization_arg,) if organization_arg else ("org_id", "organization_id")
-        organization = next((kwargs[n] for n in names if n in kwargs), None)
-        if organization is None:
-            organization = self._resolve_organization()
-        body = request.get_json(silent=True) if has_request_context() else None
-        shortcode = body.get("BusinessShortCode") if isinstance(body, dict) else None
-        answer = response[0] if isinstance(response, tuple) else response
-        if hasattr(answer, "get_json"):
-            answer = answer.get_json(silent=True)
-        code = answer.get("ResultCode") if isinstance(answer, dict) else "C2B00016"
-        self.record_c2b_validation(organization, shortcode, code, seconds)
+        """Count the view's answer (``None``: the view raised); never raises itself:
+        monitoring never breaks the request it watches."""
+        try:
+            names = (organization_arg,) if organization_arg else ("org_id", "organization_id")
+            organization = next((kwargs[n] for n in names if n in kwargs), None)
+            if organization is None:
+                organization = self._resolve_organization()
+            body = request.get_json(silent=True) if has_request_context() else None
+            shortcode = body.get("BusinessShortCode") if isinstance(body, dict) else None
+            if response is None:
+                self._state().c2b.record_failed_validation(organization, shortcode, seconds)
+                return
+            answer = response[0] if isinstance(response, tuple) else response
+            if hasattr(answer, "get_json"):
+                answer = answer.get_json(silent=True)
+            code = answer.get("ResultCode") if isinstance(answer, dict) else "C2B00016"
+            self.record_c2b_validation(organization, shortcode, code, seconds)
+        except Exception:
+            log.exception("could not count the C2B validation")
 
     def record_c2b_confirmation(self, payload: Any, organization: Any = None) -> ConfirmationResult:
         """Count a C2B confirmation, once per ``TransID`` across the host's workers. In a

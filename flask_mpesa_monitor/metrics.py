@@ -334,7 +334,7 @@ c2b_validation_duration_seconds = _histogram(
 )
 c2b_validations_total = _counter(
     "mpesa_c2b_validations_total",
-    "C2B validation answers, by shortcode, result (accepted, rejected) and reason class.",
+    "C2B validation answers, by shortcode, result (accepted, rejected, error) and reason class.",
     ["organization", "shortcode", "result", "reason"],
 )
 c2b_confirmations_total = _counter(

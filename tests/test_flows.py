@@ -107,6 +107,8 @@ def c2b_app(**config):
     def validation(org_id):
         if request.get_json().get("BillRefNumber") == "bad":
             return jsonify(ResultCode="C2B00012", ResultDesc="Rejected")
+        if request.get_json().get("BillRefNumber") == "crash":
+            raise RuntimeError("the app's account lookup failed")
         return jsonify(ResultCode="0", ResultDesc="Accepted")
 
     @app.post("/c2b/<org_id>/confirmation")
@@ -141,6 +143,21 @@ def test_c2b_validation_is_timed_and_counted_by_result_and_reason():
     # a phone number is never a shortcode label
     assert value("mpesa_c2b_validations_total", organization="c2b-duka", shortcode="unknown",
                  result="accepted", reason="none") == 1
+
+
+def test_c2b_validation_view_that_raises_is_counted_as_an_error_and_still_raises():
+    """Safaricom gets a 500 and applies the shortcode's default: neither accepted nor
+    rejected by the app. It is counted (result ``error``) and timed; the app's exception
+    reaches Flask unchanged."""
+    app, _ = c2b_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    failed = Delta("mpesa_c2b_validations_total", organization="c2b-crash", shortcode="600984",
+                   result="error", reason="none")
+    timed = Delta("mpesa_c2b_validation_duration_seconds_count", organization="c2b-crash")
+    answer = app.test_client().post("/c2b/c2b-crash/validation",
+                                    json={"BusinessShortCode": "600984", "BillRefNumber": "crash"})
+    assert answer.status_code == 500
+    assert failed.change() == 1 and timed.change() == 1
 
 
 def test_c2b_confirmation_counted_once_per_trans_id_and_revenue_only_from_an_allowed_source():

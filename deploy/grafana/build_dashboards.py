@@ -363,8 +363,8 @@ def organization_flows() -> list[PanelBuilder]:
         timeseries("C2B validation answers",
                    target("sum by (result, reason) (rate(mpesa_c2b_validations_total"
                           f"{{{ORG}}}[$__rate_interval])) * 60" + ZERO, "{{result}} {{reason}}"),
-                   unit="cpm", description="Validation answers per minute: accepted, or "
-                   "rejected by reason class."),
+                   unit="cpm", description="Validation answers per minute: accepted, "
+                   "rejected by reason class, or error (the app's view raised)."),
         timeseries("C2B confirmations by shortcode",
                    target("sum by (shortcode) (rate(mpesa_c2b_confirmations_total"
                           f"{{{ORG}}}[$__rate_interval])) * 60" + ZERO, "{{shortcode}}"),
