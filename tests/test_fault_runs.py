@@ -5,12 +5,14 @@ the same code against the whole stack; these pin what it measures."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from examples.demo import faults as catalogue
 from examples.demo.inbox import create_app as create_inbox
@@ -80,3 +82,22 @@ def test_a_page_from_before_the_fault_does_not_count(stack, rendered):
     assert not m.paged and m.firing_count == {"slack": 0}
     assert time.time() - started >= catalogue.bounds(burst, BURST, rendered).page * 1.5  # it waited
     assert m.evidence and "unavailable" in m.evidence[0]  # and says what it could not read
+
+
+def test_evidence_lists_each_alerts_series_with_the_seconds_it_fired(prometheus_factory, tmp_path):
+    """What a failed page check prints, read from a real Prometheus: the alert's series
+    (labels, when it fired) and the tenant's Daraja calls (none here)."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "pinned", "interval": "1s", "rules": [
+        {"alert": "RateLimitWarnings", "expr": "vector(1)", "labels": {"organization": "kilele", "severity": "medium"}},
+    ]}]}))
+    prometheus = prometheus_factory({"global": {"evaluation_interval": "1s"}}, rule_files=[rules])
+    started = time.time()
+    prometheus.wait_for(lambda: prometheus.query('ALERTS{alertname="RateLimitWarnings"}'), timeout=20)
+    time.sleep(2)
+    lines = catalogue.prometheus_evidence(prometheus, BURST, started, time.time())
+    assert len(lines) == 2, lines
+    # one run of firing steps, from its start to now
+    assert re.fullmatch(r"ALERTS \{'organization': 'kilele', 'severity': 'medium'\} firing \+\d+\.\.\+\d+s",
+                        lines[0]), lines
+    assert lines[1] == "Daraja calls: ", lines

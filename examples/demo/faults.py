@@ -894,15 +894,16 @@ def prometheus_evidence(prometheus: Any, expect: Expect, start: float, end: floa
     selector = f'alertname="{expect.alert}"' + (f',organization="{expect.organization}"'
                                                  if expect.organization else "")
     lines: list[str] = []
+    step = max(1.0, (end - start) / 2000)  # a second, or 2,000 points for a long run
     try:
         series = prometheus.api("query_range", {"query": f'ALERTS{{{selector},alertstate="firing"}}',
-                                                "start": start, "end": end, "step": 1})["result"]
+                                                "start": start, "end": end, "step": step})["result"]
         for s in series:
             labels = {k: v for k, v in s["metric"].items() if k not in ("__name__", "alertname", "alertstate")}
-            spans: list[list[float]] = []  # [first, last] second of each run of 1 s steps
+            spans: list[list[float]] = []  # [first, last] second of each run of steps
             for ts, _ in s["values"]:
                 t = float(ts) - start
-                if spans and t - spans[-1][1] <= 1.5:
+                if spans and t - spans[-1][1] <= 1.5 * step:
                     spans[-1][1] = t
                 else:
                     spans.append([t, t])
