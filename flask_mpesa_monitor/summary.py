@@ -104,14 +104,15 @@ def json_safe(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def _close_when_free(conn: sqlite3.Connection, lock: threading.Lock) -> None:
-    """Close ``conn`` once no thread writes through it (bounded wait): closing a SQLite
-    connection under a running statement crashes the process."""
-    acquired = lock.acquire(timeout=EXIT_WAIT)
+    """Close ``conn`` once no thread writes through it: closing a SQLite connection under
+    a running statement crashes the process. A write still running after EXIT_WAIT
+    seconds keeps the connection (the process is ending; its exit closes the file)."""
+    if not lock.acquire(timeout=EXIT_WAIT):
+        return
     try:
         conn.close()
     finally:
-        if acquired:
-            lock.release()
+        lock.release()
 
 
 def _rate(successes: int, completed: int) -> float | None:
@@ -153,7 +154,7 @@ class SummaryWindow:
 
     def _at_exit(self) -> None:
         # The background flush first (it may be writing now), then what is left, then
-        # the store: closed by the thread that used it last, never under a statement.
+        # the store, once no write holds it.
         if self._ticker is not None:
             self._ticker.stop(timeout=EXIT_WAIT)
         if self._tx or self._users:
